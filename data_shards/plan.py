@@ -1,0 +1,136 @@
+"""The epoch plan: which samples form which batch, on which replica and DataLoader worker.
+
+Computed from the manifest and the per-sample length index alone, identically in every process,
+so every replica knows every other's batch count without communicating. That is what makes three
+guarantees cheap:
+  * every sample lands in exactly one batch of one replica per epoch;
+  * every replica has the same number of batches (short ones split a few large batches);
+  * resuming is skipping to a batch index: no data is re-read.
+
+The steps, all seeded by (seed, epoch):
+  1. shuffle the shard order; concatenate the shards' samples in that order;
+  2. cut that sequence into ``num_replicas × num_workers`` contiguous, near-equal streams, so a
+     stream reads only a few whole shards (a shard at a boundary is shared by two streams);
+  3. shuffle each stream within blocks of ``shuffle_buffer`` samples;
+  4. bucket: sort each pool of ``bucket_pool`` samples by length, cut it into batches (by
+     sentence count or padded-token budget), shuffle the batches of the pool;
+  5. equalize the batch count across replicas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReaderConfig:
+    """How a reader forms batches. Exactly one of ``batch_size`` and ``max_tokens`` is set."""
+
+    batch_size: int = 0  # sentences (or images) per batch
+    max_tokens: int = 0  # padded tokens per batch: num_sentences × longest side ≤ max_tokens
+    shuffle: bool = True
+    seed: int = 0
+    shuffle_buffer: int = 10_000
+    bucket_pool: int = 12_800  # samples sorted by length together (0: no length bucketing)
+    num_workers: int = 2  # DataLoader worker processes per replica (0: read in the training process)
+    verify_sha256: bool = True  # check each shard against the manifest when it is loaded
+
+    def __post_init__(self) -> None:
+        if (self.batch_size > 0) == (self.max_tokens > 0):
+            raise ValueError("set exactly one of batch_size (sentences) and max_tokens (token budget)")
+        if min(self.batch_size, self.max_tokens, self.bucket_pool, self.num_workers) < 0 or self.shuffle_buffer < 1:
+            raise ValueError("batch_size, max_tokens, bucket_pool, num_workers must be >= 0 and shuffle_buffer >= 1")
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """``batches[replica][worker]`` is a list of arrays of global sample ids, in yield order."""
+
+    batches: list[list[list[np.ndarray]]]
+
+    def order(self, replica: int) -> list[tuple[int, int]]:
+        """The (worker, batch index) sequence a DataLoader yields: round-robin, skipping empty ones."""
+        counts = [len(b) for b in self.batches[replica]]
+        return [(w, j) for j in range(max(counts, default=0)) for w in range(len(counts)) if j < counts[w]]
+
+    def num_batches(self, replica: int) -> int:
+        return sum(len(b) for b in self.batches[replica])
+
+
+def plan_epoch(
+    shard_sizes: list[int], lengths: np.ndarray, cfg: ReaderConfig, *, epoch: int, num_replicas: int
+) -> EpochPlan:
+    """``lengths[i]`` is sample i's bucketing length (tokens of its longer side; 1 for images)."""
+    num_workers = max(cfg.num_workers, 1)
+    num_streams = num_replicas * num_workers
+    if len(lengths) < num_replicas:
+        raise ValueError(f"{len(lengths)} samples cannot feed {num_replicas} replicas")
+    rng = np.random.default_rng([cfg.seed, epoch])
+    starts = np.concatenate([[0], np.cumsum(shard_sizes)[:-1]]).astype(np.int64)
+    shard_order = rng.permutation(len(shard_sizes)) if cfg.shuffle else np.arange(len(shard_sizes))
+    sequence = np.concatenate([np.arange(starts[s], starts[s] + shard_sizes[s]) for s in shard_order])
+    bounds = np.linspace(0, len(sequence), num_streams + 1).round().astype(np.int64)
+    streams = []
+    for k in range(num_streams):
+        stream_rng = np.random.default_rng([cfg.seed, epoch, k])
+        stream = _block_shuffle(sequence[bounds[k] : bounds[k + 1]], cfg, stream_rng)
+        streams.append(_bucket(stream, lengths, cfg, stream_rng))
+    per_replica = [streams[r * num_workers : (r + 1) * num_workers] for r in range(num_replicas)]
+    _equalize(per_replica)
+    return EpochPlan(per_replica)
+
+
+def _block_shuffle(stream: np.ndarray, cfg: ReaderConfig, rng: np.random.Generator) -> np.ndarray:
+    if not cfg.shuffle:
+        return stream
+    blocks = [rng.permutation(stream[i : i + cfg.shuffle_buffer]) for i in range(0, len(stream), cfg.shuffle_buffer)]
+    return np.concatenate(blocks) if blocks else stream
+
+
+def _bucket(stream: np.ndarray, lengths: np.ndarray, cfg: ReaderConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    pool_size = cfg.bucket_pool or len(stream) or 1
+    batches = []
+    for i in range(0, len(stream), pool_size):
+        pool = stream[i : i + pool_size]
+        if cfg.bucket_pool:
+            pool = pool[np.argsort(lengths[pool], kind="stable")]
+        pool_batches = _cut(pool, lengths[pool], cfg)
+        if cfg.shuffle:
+            pool_batches = [pool_batches[j] for j in rng.permutation(len(pool_batches))]
+        batches += pool_batches
+    return batches
+
+
+def _cut(pool: np.ndarray, pool_lengths: np.ndarray, cfg: ReaderConfig) -> list[np.ndarray]:
+    if cfg.batch_size:
+        return [pool[i : i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
+    batches, start, lengths = [], 0, pool_lengths.tolist()
+    while start < len(pool):
+        end, longest = start + 1, lengths[start]
+        while end < len(pool) and (end + 1 - start) * max(longest, lengths[end]) <= cfg.max_tokens:
+            longest = max(longest, lengths[end])
+            end += 1
+        batches.append(pool[start:end])
+        start = end
+    return batches
+
+
+def _equalize(per_replica: list[list[list[np.ndarray]]]) -> None:
+    """Split the largest batches of short replicas until every replica has the most batches."""
+    target = max(sum(len(s) for s in streams) for streams in per_replica)
+    for streams in per_replica:
+        for _ in range(target - sum(len(s) for s in streams)):
+            w, j = max(
+                ((w, j) for w, s in enumerate(streams) for j in range(len(s))),
+                key=lambda wj: (len(streams[wj[0]][wj[1]]), -wj[0], -wj[1]),
+            )
+            batch = streams[w][j]
+            if len(batch) < 2:
+                raise ValueError(
+                    "too few samples to give every replica the same number of batches; "
+                    "use fewer replicas or workers, or smaller batches"
+                )
+            half = len(batch) // 2
+            streams[w][j : j + 1] = [batch[:half], batch[half:]]

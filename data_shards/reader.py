@@ -1,0 +1,185 @@
+"""The rank-aware, resumable reader that training consumes.
+
+``ShardReader`` yields one replica's batches of one epoch per iteration, through a DataLoader
+whose workers each read their own stream of the epoch plan (see ``plan.py``). Its
+``state_dict()`` is (epoch, batches consumed): after ``load_state_dict`` the reader yields exactly
+the batches the uninterrupted run would have yielded next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from data_shards.batches import COLLATE
+from data_shards.errors import DataError
+from data_shards.manifest import load_manifest
+from data_shards.plan import EpochPlan, ReaderConfig, plan_epoch
+from data_shards.tario import read_samples
+
+
+class ShardSet:
+    """A shard folder: its manifest, per-sample lengths, and verified loading of one shard."""
+
+    def __init__(self, folder: str | Path, verify_sha256: bool = True) -> None:
+        self.folder = Path(folder)
+        self.manifest = load_manifest(self.folder)
+        self.kind = self.manifest["kind"]
+        self.verify_sha256 = verify_sha256
+        self.shards = self.manifest["shards"]
+        self.sizes = [s["num_samples"] for s in self.shards]
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        self.num_samples = int(self.starts[-1])
+
+    def bucket_lengths(self) -> np.ndarray:
+        """Each sample's length for bucketing: its longer side for text, 1 for an image."""
+        if self.kind != "text-pairs":
+            return np.ones(self.num_samples, dtype=np.int64)
+        path = self.folder / self.manifest["lengths"]["file"]
+        try:
+            lengths = np.load(path)
+        except (OSError, ValueError) as err:
+            raise DataError(path, f"cannot read the length index: {err}") from err
+        if lengths.shape != (self.num_samples, 2):
+            raise DataError(path, f"holds {lengths.shape[0]} lengths, the manifest lists {self.num_samples} samples")
+        return lengths.max(axis=1)
+
+    def shard_of(self, sample_ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.starts, sample_ids, side="right") - 1
+
+    def load(self, index: int) -> list[dict]:
+        """One shard's samples; a clear error on a missing, truncated or altered shard."""
+        entry = self.shards[index]
+        path = self.folder / entry["name"]
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise DataError(path, f"cannot read shard: {err.strerror}") from err
+        if len(data) != entry["num_bytes"]:
+            raise DataError(path, f"truncated or altered: {len(data)} bytes, the manifest says {entry['num_bytes']}")
+        if self.verify_sha256 and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise DataError(path, "sha256 does not match the manifest: the shard is corrupt or was replaced")
+        samples = read_samples(data, path)
+        if len(samples) != entry["num_samples"]:
+            raise DataError(path, f"holds {len(samples)} samples, the manifest says {entry['num_samples']}")
+        return samples
+
+
+class _WorkerStream(IterableDataset):
+    """Runs in a DataLoader worker: yields (position, batch) for its share of the plan."""
+
+    def __init__(self, folder: Path, cfg: ReaderConfig, plan: EpochPlan, replica: int, start: int) -> None:
+        self.folder, self.cfg, self.plan, self.replica, self.start = folder, cfg, plan, replica, start
+
+    def __iter__(self):
+        """A bad shard is sent as an item: the DataLoader would turn the DataError into a RuntimeError."""
+        try:
+            yield from self._batches()
+        except DataError as err:
+            yield -1, err
+
+    def _batches(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else None
+        shards = ShardSet(self.folder, self.cfg.verify_sha256)
+        collate = COLLATE[shards.kind]
+        mine = [
+            (pos, w, j)
+            for pos, (w, j) in enumerate(self.plan.order(self.replica))
+            if pos >= self.start and (worker is None or w == worker)
+        ]
+        batches = self.plan.batches[self.replica]
+        last_use = {}
+        for k, (_, w, j) in enumerate(mine):
+            for shard in np.unique(shards.shard_of(batches[w][j])):
+                last_use[int(shard)] = k
+        loaded: dict[int, list[dict]] = {}
+        for k, (pos, w, j) in enumerate(mine):
+            ids = batches[w][j]
+            owners = shards.shard_of(ids)
+            for shard in np.unique(owners):
+                if int(shard) not in loaded:
+                    loaded[int(shard)] = shards.load(int(shard))
+            samples = [loaded[int(s)][int(i - shards.starts[s])] for s, i in zip(owners, ids)]
+            yield pos, collate(samples, ids)
+            for shard in [s for s, last in last_use.items() if last == k and s in loaded]:
+                del loaded[shard]
+
+
+class ShardReader:
+    """One replica's view of a shard folder: iterate it once per epoch."""
+
+    def __init__(self, folder: str | Path, cfg: ReaderConfig, *, replica_rank: int = 0, num_replicas: int = 1) -> None:
+        if not 0 <= replica_rank < num_replicas:
+            raise ValueError(f"replica_rank {replica_rank} is outside 0..{num_replicas - 1}")
+        self.folder, self.cfg = Path(folder), cfg
+        self.replica_rank, self.num_replicas = replica_rank, num_replicas
+        self.shards = ShardSet(self.folder, verify_sha256=False)
+        self._lengths = self.shards.bucket_lengths()
+        self.epoch, self.position = 0, 0
+        self._plan_cache: tuple[int, EpochPlan] | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.shards.kind
+
+    def plan(self, epoch: int | None = None) -> EpochPlan:
+        epoch = self.epoch if epoch is None else epoch
+        if self._plan_cache is None or self._plan_cache[0] != epoch:
+            plan = plan_epoch(self.shards.sizes, self._lengths, self.cfg, epoch=epoch, num_replicas=self.num_replicas)
+            self._plan_cache = (epoch, plan)
+        return self._plan_cache[1]
+
+    def __len__(self) -> int:
+        """Batches per epoch for this replica: the same on every replica."""
+        return self.plan().num_batches(self.replica_rank)
+
+    def __iter__(self):
+        """The rest of the current epoch, in plan order; then the epoch advances."""
+        stream = _WorkerStream(self.folder, self.cfg, self.plan(), self.replica_rank, self.position)
+        loader = DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.cfg.num_workers,
+            prefetch_factor=4 if self.cfg.num_workers else None,
+        )
+        waiting = {}
+        for position, batch in loader:
+            if isinstance(batch, DataError):
+                raise batch
+            waiting[position] = batch
+            while self.position in waiting:
+                batch = waiting.pop(self.position)
+                self.position += 1
+                yield batch
+        if self.position != len(self):
+            raise RuntimeError(f"reader stopped at batch {self.position} of {len(self)}")
+        self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "num_replicas": self.num_replicas,
+            "replica_rank": self.replica_rank,
+            "num_workers": self.cfg.num_workers,
+            "seed": self.cfg.seed,
+            "shards_sha256": self._fingerprint(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
+        if state["position"]:  # mid-epoch, the plan must be the same one
+            for key in ("num_replicas", "replica_rank", "num_workers", "seed", "shards_sha256"):
+                if state[key] != mine[key]:
+                    raise ValueError(f"cannot resume mid-epoch: reader {key} was {state[key]!r}, now {mine[key]!r}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def _fingerprint(self) -> str:
+        return hashlib.sha256("".join(s["sha256"] for s in self.shards.shards).encode()).hexdigest()[:16]
+
+
+__all__ = ["ReaderConfig", "ShardReader", "ShardSet"]

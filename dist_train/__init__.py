@@ -1,0 +1,1 @@
+"""Everything that runs while training: topology, models, parallelism, trainers, checkpoints, metrics."""

@@ -1,0 +1,59 @@
+"""``shard-images``: image sets → PNG + class webdataset shards (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from data_shards.image_sources import IMAGE_FORMATS
+from data_shards.shard_images import ShardImagesConfig, shard_images
+from launcher.commands.common import make_config, print_summary, say
+
+NAME = "shard-images"
+
+
+def add_parser(jobs) -> None:
+    p = jobs.add_parser(
+        NAME,
+        help="pack image sets into webdataset shards",
+        description="Read MNIST IDX files (labels found beside the images), CSV rows of pixels "
+        "and a label, folders or tar archives of <class>/<image> files, or .npz "
+        "arrays, and write PNG + class samples into DIR/*.tar with DIR/manifest.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--input", nargs="+", type=Path, required=True, metavar="PATH", help="files or folders")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--format", choices=IMAGE_FORMATS, default="auto", help="input format")
+    p.add_argument("--shard-size", type=int, default=10_000, metavar="N", help="images per shard")
+    p.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run, parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = make_config(
+        args.parser,
+        ShardImagesConfig,
+        input=tuple(args.input),
+        out=args.out,
+        format=args.format,
+        shard_size=args.shard_size,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    manifest = shard_images(cfg)
+    say(
+        f"wrote {manifest['num_samples']} images ({len(manifest['classes'])} classes, shape "
+        f"{manifest['image_shape']}) in {len(manifest['shards'])} shard(s) to {cfg.out}"
+    )
+    print_summary(
+        {
+            "job": NAME,
+            "out": str(cfg.out),
+            "num_samples": manifest["num_samples"],
+            "num_shards": len(manifest["shards"]),
+            "classes": manifest["classes"],
+            "image_shape": manifest["image_shape"],
+        }
+    )
+    return 0

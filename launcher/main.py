@@ -1,0 +1,43 @@
+"""``python -m launcher.main <job> ...``: the single command line of the project.
+
+Every job prints progress to stderr and ends its stdout with one JSON summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from data_shards.errors import DataError
+from launcher.commands import bench, shard_images, shard_text
+
+JOBS = (shard_text, shard_images, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m launcher.main",
+        description="Distributed training of the 2014 seq2seq LSTM (WMT'14 en→fr) and GAN (MNIST) papers.",
+        epilog="Run 'python -m launcher.main JOB --help' for a job's options.",
+    )
+    jobs = parser.add_subparsers(dest="job", required=True, metavar="JOB", title="jobs")
+    for job in JOBS:
+        job.add_parser(jobs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

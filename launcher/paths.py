@@ -1,0 +1,13 @@
+"""Where the project looks for the shared real data by default (overridable everywhere)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_data() -> Path:
+    """``$DIST_TRAIN_DATA`` if set, else ``../shared/data`` beside the project."""
+    return Path(os.environ.get("DIST_TRAIN_DATA", PROJECT_ROOT.parent / "shared" / "data"))

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real data in ../shared/data, sharded once per test session."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from data_shards import ShardImagesConfig, ShardTextConfig, shard_images, shard_text
+from data_shards.bench import wmt_train_files
+from launcher.paths import PROJECT_ROOT, shared_data
+
+DATA = shared_data()
+WMT = DATA / "wmt14-en-fr"
+NEWSTEST_2008_2011 = ("news-test2008", "newstest2009", "newstest2010", "newstest2011")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    assert (WMT).is_dir(), f"the real test data is missing: {DATA} (expected ../shared/data beside the project)"
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def wmt_train(tmp_path_factory, data_root) -> Path:
+    """The whole WMT'14 training sample (40,068 pairs), word vocabulary, 5,000 pairs a shard."""
+    src, tgt = wmt_train_files(data_root)
+    out = tmp_path_factory.mktemp("wmt-train") / "shards"
+    shard_text(ShardTextConfig(src=src, tgt=tgt, out=out, shard_size=5000, progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def newstest_small_shards(tmp_path_factory, data_root) -> Path:
+    """newstest2008–2011 (10,068 pairs) in 1,000-pair shards: the reader tests' corpus."""
+    base = WMT / "train-newstest2008-2011-plain"
+    out = tmp_path_factory.mktemp("newstest") / "shards"
+    shard_text(
+        ShardTextConfig(
+            src=tuple(base / f"{n}.en" for n in NEWSTEST_2008_2011),
+            tgt=tuple(base / f"{n}.fr" for n in NEWSTEST_2008_2011),
+            out=out,
+            shard_size=1000,
+            progress=False,
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def mnist_test_shards(tmp_path_factory, data_root) -> Path:
+    out = tmp_path_factory.mktemp("mnist") / "shards"
+    shard_images(
+        ShardImagesConfig(
+            input=(data_root / "mnist" / "t10k-images-idx3-ubyte.gz",), out=out, shard_size=3000, progress=False
+        )
+    )
+    return out
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m launcher.main ARGS`` in a real subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "launcher.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or PROJECT_ROOT,
+        timeout=600,
+    )

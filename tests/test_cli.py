@@ -1,0 +1,122 @@
+"""The command line as users run it: --help, summaries, and one clear line for each bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import WMT, run_cli
+
+EN = WMT / "newstest2014-plain-derived" / "newstest2014.en"
+FR = WMT / "newstest2014-plain-derived" / "newstest2014.fr"
+
+
+def one_error_line(result, *fragments):
+    """Exit status 2 and a single 'error:' line on stderr that contains every fragment."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert str(fragment) in lines[0], (fragment, lines[0])
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_jobs():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for job in ("shard-text", "shard-images", "bench"):
+        assert job in result.stdout
+    assert "--max-len-ratio" in run_cli("shard-text", "--help").stdout
+
+
+def test_shard_text_cli_ends_with_a_json_summary(tmp_path):
+    result = run_cli(
+        "shard-text", "--src", EN, "--tgt", FR, "--out", tmp_path / "s", "--shard-size", "1000", "--no-progress"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["num_samples"] == 3002 and summary["num_shards"] == 4 and summary["filters"]["input_pairs"] == 3003
+
+
+def test_misaligned_files_name_both_counts(tmp_path):
+    short = tmp_path / "short.fr"
+    short.write_text("".join(FR.read_text().splitlines(keepends=True)[:2000]))
+    one_error_line(
+        run_cli("shard-text", "--src", EN, "--tgt", short, "--out", tmp_path / "o"), EN, "3003", "2000", short
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
+    lines = EN.read_bytes().splitlines(keepends=True)
+    lines[41] = lines[41].replace(b"e", b"\xe9", 1)
+    bad = tmp_path / "latin1.en"
+    bad.write_bytes(b"".join(lines))
+    one_error_line(run_cli("shard-text", "--src", bad, "--tgt", FR, "--out", tmp_path / "o"), bad, "line 42", "UTF-8")
+
+
+def test_missing_input(tmp_path):
+    one_error_line(
+        run_cli("shard-text", "--src", tmp_path / "nope.en", "--tgt", FR, "--out", tmp_path / "o"),
+        tmp_path / "nope.en",
+        "no such file",
+    )
+    one_error_line(run_cli("shard-images", "--input", tmp_path / "nope.csv", "--out", tmp_path / "o"), "no such file")
+
+
+def test_corpus_empty_after_filtering(tmp_path):
+    one_error_line(
+        run_cli("shard-text", "--src", EN, "--tgt", FR, "--out", tmp_path / "o", "--max-len", "1"),
+        EN,
+        "no sentence pair is left",
+        "too_long=",
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_shards_are_kept_unless_overwrite(tmp_path):
+    out = tmp_path / "o"
+    assert run_cli("shard-text", "--src", EN, "--tgt", FR, "--out", out, "--no-progress").returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    one_error_line(
+        run_cli("shard-text", "--src", EN, "--tgt", FR, "--out", out, "--shard-size", "10"), out, "--overwrite"
+    )
+    # A failing --overwrite run leaves the old shards as they were.
+    one_error_line(
+        run_cli("shard-text", "--src", EN, "--tgt", FR, "--out", out, "--overwrite", "--max-len", "1"),
+        "no sentence pair",
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    result = run_cli("shard-text", "--src", EN, "--tgt", FR, "--out", out, "--overwrite", "--shard-size", "1000")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.glob("*.tar")) == [f"shard-00000{i}.tar" for i in range(4)]
+    assert not list(tmp_path.glob(".o.*")), "staging folders must be cleaned up"
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--shard-size", "0", "--shard-size must be at least 1"),
+        ("--max-len-ratio", "0.5", "--max-len-ratio must be at least 1"),
+    ],
+)
+def test_bad_flag_values_are_usage_errors(tmp_path, flag, value, message):
+    result = run_cli("shard-text", "--src", EN, "--tgt", FR, "--out", tmp_path / "o", flag, value)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_bad_image_input(tmp_path):
+    bad = tmp_path / "pixels.csv"
+    bad.write_text("1,2,3,4,5,6,7,0\n")
+    one_error_line(run_cli("shard-images", "--input", bad, "--out", tmp_path / "o"), bad, "7 pixels")
+
+
+def test_bench_data_prints_one_json_line(data_root):
+    result = run_cli("bench", "data", "--seconds", "0.5")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    figures = json.loads(lines[0])
+    assert figures["shard_pairs_per_s"] > 0 and figures["read_images_per_s"] > 0
+    assert set(figures["read_tokens_per_s"]) == {"1_workers", "2_workers"}
+    assert min(figures["read_tokens_per_s"].values()) > 0

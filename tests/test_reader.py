@@ -1,0 +1,127 @@
+"""The reader: exactly-once across replicas × workers, equal batch counts, exact resume, bucketing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_shards import DataError, ReaderConfig, ShardReader, ShardSet
+from data_shards.plan import plan_epoch
+from data_shards.tario import read_samples
+
+
+def epoch_batches(reader):
+    return [(b.sample_ids.tolist(), b.src_tokens.tolist(), b.tgt_tokens.tolist()) for b in reader]
+
+
+@pytest.mark.parametrize("batching", [dict(batch_size=64), dict(max_tokens=1500)])
+def test_two_replicas_by_two_workers_see_every_sample_once(newstest_small_shards, batching):
+    cfg = ReaderConfig(**batching, num_workers=2, seed=3)
+    readers = [ShardReader(newstest_small_shards, cfg, replica_rank=r, num_replicas=2) for r in range(2)]
+    seen = [[i for batch in reader for i in batch.sample_ids.tolist()] for reader in readers]
+    num_samples = ShardSet(newstest_small_shards).num_samples
+    assert sorted(seen[0] + seen[1]) == list(range(num_samples))
+    assert len(readers[0]) == len(readers[1]) and all(r.epoch == 1 for r in readers)
+
+
+def test_equal_batch_counts_even_when_streams_are_uneven(newstest_small_shards):
+    shards = ShardSet(newstest_small_shards)
+    lengths = shards.bucket_lengths()
+    for replicas, workers, tokens in [(2, 2, 900), (3, 2, 2000), (4, 1, 333), (2, 3, 5000)]:
+        cfg = ReaderConfig(max_tokens=tokens, num_workers=workers, bucket_pool=500, seed=replicas)
+        for epoch in range(3):
+            plan = plan_epoch(shards.sizes, lengths, cfg, epoch=epoch, num_replicas=replicas)
+            counts = {plan.num_batches(r) for r in range(replicas)}
+            ids = np.concatenate([b for streams in plan.batches for s in streams for b in s])
+            assert len(counts) == 1 and np.array_equal(np.sort(ids), np.arange(shards.num_samples))
+
+
+def test_token_budget_and_length_bucketing(newstest_small_shards):
+    reader = ShardReader(newstest_small_shards, ReaderConfig(max_tokens=2000, num_workers=1))
+    unbucketed = ShardReader(newstest_small_shards, ReaderConfig(max_tokens=2000, num_workers=1, bucket_pool=0))
+
+    def padding_fraction(r):
+        real = padded = 0
+        for b in r:
+            longest = max(b.src_tokens.shape[1], b.tgt_tokens.shape[1])
+            assert len(b) * longest <= 2000 or len(b) == 1
+            real += int(b.src_lengths.sum())
+            padded += b.src_tokens.numel()
+        return 1 - real / padded
+
+    bucketed_pad, random_pad = padding_fraction(reader), padding_fraction(unbucketed)
+    assert bucketed_pad < 0.25 < random_pad, (bucketed_pad, random_pad)
+
+
+def test_resume_mid_epoch_yields_the_very_same_batches(newstest_small_shards):
+    cfg = ReaderConfig(max_tokens=1200, num_workers=2, seed=7, bucket_pool=800)
+    reference = ShardReader(newstest_small_shards, cfg, replica_rank=1, num_replicas=2)
+    expected = epoch_batches(reference) + epoch_batches(reference)
+    per_epoch = len(expected) // 2
+    for stop in (0, 1, 13, per_epoch - 1, per_epoch + 5):
+        first = ShardReader(newstest_small_shards, cfg, replica_rank=1, num_replicas=2)
+        got = []
+        while len(got) < stop:
+            for batch in first:
+                got.append((batch.sample_ids.tolist(), batch.src_tokens.tolist(), batch.tgt_tokens.tolist()))
+                if len(got) == stop:
+                    break
+        state = first.state_dict()
+        resumed = ShardReader(newstest_small_shards, cfg, replica_rank=1, num_replicas=2)
+        resumed.load_state_dict(state)
+        while len(got) < len(expected):
+            got += epoch_batches(resumed)
+        assert got == expected, f"resume after {stop} batches diverged"
+
+
+def test_epochs_are_reshuffled_from_the_seed(newstest_small_shards):
+    def order(seed, epochs):
+        reader = ShardReader(newstest_small_shards, ReaderConfig(batch_size=32, num_workers=0, seed=seed))
+        return [[b.sample_ids.tolist() for b in reader] for _ in range(epochs)]
+
+    first = order(seed=1, epochs=2)
+    assert first[0] != first[1] and sorted(sum(first[0], [])) == sorted(sum(first[1], []))
+    assert order(seed=1, epochs=1)[0] == first[0]
+    assert order(seed=2, epochs=1)[0] != first[0]
+
+
+def test_mid_epoch_resume_refuses_a_different_layout(newstest_small_shards):
+    reader = ShardReader(newstest_small_shards, ReaderConfig(batch_size=32, num_workers=0))
+    next(iter(reader))
+    other = ShardReader(
+        newstest_small_shards, ReaderConfig(batch_size=32, num_workers=0), replica_rank=0, num_replicas=2
+    )
+    with pytest.raises(ValueError, match="num_replicas"):
+        other.load_state_dict(reader.state_dict())
+
+
+def test_images_use_the_same_machinery(mnist_test_shards):
+    cfg = ReaderConfig(batch_size=100, num_workers=2)
+    readers = [ShardReader(mnist_test_shards, cfg, replica_rank=r, num_replicas=2) for r in range(2)]
+    batches = [list(r) for r in readers]
+    assert len(batches[0]) == len(batches[1]) == 50
+    first = batches[0][0]
+    assert first.images.shape == (100, 1, 28, 28) and first.images.dtype.is_floating_point is False
+    ids = sorted(i for bs in batches for b in bs for i in b.sample_ids.tolist())
+    assert ids == list(range(10_000))
+
+
+def test_altered_or_truncated_shards_are_refused(newstest_small_shards, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(newstest_small_shards, copy)
+    shard = copy / "shard-000002.tar"
+    data = bytearray(shard.read_bytes())
+    data[5000] ^= 1
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="shard-000002.tar: sha256 does not match"):
+        ShardSet(copy).load(2)
+    shard.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(DataError, match="shard-000002.tar: truncated"):
+        ShardSet(copy).load(2)
+    with pytest.raises(DataError, match="truncated tar"):
+        read_samples(bytes(data[:7000]), shard)
+    reader = ShardReader(copy, ReaderConfig(batch_size=64, num_workers=2))
+    with pytest.raises(DataError, match="shard-000002.tar"):
+        list(reader)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_shards.errors import DataError
-from data_shards.manifest import StagedOutput, file_entry, sha256_file, write_manifest
+from data_shards.manifest import StagedOutput, file_entry, load_manifest, sha256_file, write_manifest
 from data_shards.tario import ShardWriter
 from data_shards.textio import ParallelInput, language_of, normalize, parallel_inputs
 from data_shards.tokenizers import (
@@ -58,6 +59,7 @@ class ShardTextConfig:
     workers: int = 2
     overwrite: bool = False
     tsv_columns: tuple[int, int] = (0, 1)
+    vocab_from: Path | None = None  # reuse the tokenizer and vocabulary of this shard folder
     seed: int = 0
     progress: bool = True
 
@@ -147,7 +149,9 @@ def _side_language(explicit: str, paths: list[Path], side: str) -> str:
 def _train_pieces(inputs: list[ParallelInput], side: str, size: int, staging: Path, seed: int) -> tuple[Path, Vocab]:
     sentences = (s for inp in inputs for s in map(normalize, getattr(inp, side).records()) if s)
     model = staging / f"spm.{side}.model"
-    return model, train_sentencepiece(sentences, size, model, seed=seed)
+    vocab = train_sentencepiece(sentences, size, model, seed=seed)
+    vocab.save(staging / f"vocab.{side}.txt")
+    return model, vocab
 
 
 def _tokenize_all(cfg: ShardTextConfig, inputs, src: _Side, tgt: _Side, total: int, spill: Path):
@@ -193,37 +197,61 @@ def _write_shards(cfg: ShardTextConfig, spill: Path, staging: Path, vocabs: tupl
     return writer.close()
 
 
+def _reuse_sides(folder: Path, staging: Path) -> tuple[_Side, _Side, tuple[Vocab, Vocab]]:
+    """Tokenizers and vocabularies of an existing shard set (for dev and test sets)."""
+    manifest = load_manifest(folder)
+    if manifest.get("kind") != "text-pairs":
+        raise DataError(folder, "--vocab-from needs a folder written by shard-text")
+    tokenizer, sides, vocabs = manifest["tokenizer"], [], []
+    for side in ("src", "tgt"):
+        vocab_file = manifest["vocab"][side]["file"]
+        shutil.copyfile(folder / vocab_file, staging / vocab_file)
+        vocabs.append(Vocab.load(staging / vocab_file))
+        model = None
+        if tokenizer["kind"] == "sentencepiece":
+            model = staging / tokenizer["models"][side]
+            shutil.copyfile(folder / model.name, model)
+        sides.append(_Side(lang=tokenizer[f"{side}_lang"], kind=tokenizer["kind"], model=model))
+    return sides[0], sides[1], (vocabs[0], vocabs[1])
+
+
+def _new_sides(cfg: ShardTextConfig, inputs: list[ParallelInput], staging: Path):
+    """Tokenizers for a new vocabulary; sentencepiece vocabularies are trained here, word ones later."""
+    src_lang = _side_language(cfg.src_lang, [i.src.path for i in inputs], "src")
+    tgt_lang = _side_language(cfg.tgt_lang, [i.tgt.path for i in inputs], "tgt")
+    if cfg.vocab == "word":
+        return _Side(lang=src_lang, kind="word"), _Side(lang=tgt_lang, kind="word"), None
+    src_model, src_vocab = _train_pieces(inputs, "src", cfg.src_vocab_size, staging, cfg.seed)
+    tgt_model, tgt_vocab = _train_pieces(inputs, "tgt", cfg.tgt_vocab_size, staging, cfg.seed)
+    src = _Side(lang=src_lang, kind="sentencepiece", model=src_model)
+    tgt = _Side(lang=tgt_lang, kind="sentencepiece", model=tgt_model)
+    return src, tgt, (src_vocab, tgt_vocab)
+
+
 def shard_text(cfg: ShardTextConfig) -> dict:
     """Run the whole job; returns the manifest it wrote to ``cfg.out``."""
     inputs = parallel_inputs(list(cfg.src), list(cfg.tgt) or None, cfg.tsv_columns)
     with tqdm(inputs, desc="check inputs", unit="file", disable=not cfg.progress) as bar:
         sizes = [inp.check_aligned() for inp in bar]
-    src_lang = _side_language(cfg.src_lang, [i.src.path for i in inputs], "src")
-    tgt_lang = _side_language(cfg.tgt_lang, [i.tgt.path for i in inputs], "tgt")
     with StagedOutput(cfg.out, cfg.overwrite) as staging:
-        if cfg.vocab == "sentencepiece":
-            src_model, src_vocab = _train_pieces(inputs, "src", cfg.src_vocab_size, staging, cfg.seed)
-            tgt_model, tgt_vocab = _train_pieces(inputs, "tgt", cfg.tgt_vocab_size, staging, cfg.seed)
-            src, tgt = (
-                _Side(lang=src_lang, kind="sentencepiece", model=src_model),
-                _Side(lang=tgt_lang, kind="sentencepiece", model=tgt_model),
-            )
+        if cfg.vocab_from is not None:
+            src, tgt, vocabs = _reuse_sides(cfg.vocab_from, staging)
         else:
-            src, tgt = _Side(lang=src_lang, kind="word"), _Side(lang=tgt_lang, kind="word")
+            src, tgt, vocabs = _new_sides(cfg, inputs, staging)
         spill = staging / SPILL
         counts, src_words, tgt_words = _tokenize_all(cfg, inputs, src, tgt, sum(sizes), spill)
         if counts.kept == 0:
             raise DataError(cfg.src[0], f"no sentence pair is left after filtering ({_describe(counts)})")
-        if cfg.vocab == "word":
-            src_vocab = Vocab.most_frequent(src_words, cfg.src_vocab_size)
-            tgt_vocab = Vocab.most_frequent(tgt_words, cfg.tgt_vocab_size)
-        shards = _write_shards(cfg, spill, staging, (src_vocab, tgt_vocab), counts.kept)
+        if vocabs is None:
+            vocabs = (
+                Vocab.most_frequent(src_words, cfg.src_vocab_size),
+                Vocab.most_frequent(tgt_words, cfg.tgt_vocab_size),
+            )
+            vocabs[0].save(staging / "vocab.src.txt")
+            vocabs[1].save(staging / "vocab.tgt.txt")
+        shards = _write_shards(cfg, spill, staging, vocabs, counts.kept)
         spill.unlink()
-        src_vocab.save(staging / "vocab.src.txt")
-        tgt_vocab.save(staging / "vocab.tgt.txt")
-        manifest = _manifest(
-            cfg, inputs, sizes, counts, shards, (src, tgt), (src_vocab, tgt_vocab), (src_words, tgt_words), staging
-        )
+        manifest = _manifest(cfg, inputs, sizes, counts, shards, (src, tgt), vocabs, (src_words, tgt_words), staging)
         write_manifest(staging, manifest)
     return manifest
 
@@ -239,12 +267,14 @@ def _coverage(vocab: Vocab, words: Counter) -> float:
 
 def _manifest(cfg, inputs, sizes, counts, shards, sides, vocabs, words, staging: Path) -> dict:
     tokenizer = {
-        "kind": cfg.vocab,
+        "kind": sides[0].kind,
         "src_lang": sides[0].lang,
         "tgt_lang": sides[1].lang,
         "normalization": "NFC, whitespace collapsed",
     }
-    if cfg.vocab == "word":
+    if cfg.vocab_from is not None:
+        tokenizer["vocab_from"] = str(cfg.vocab_from)
+    if sides[0].kind == "word":
         tokenizer.update(library="sacremoses", version=moses_version(), escape=False)
     else:
         tokenizer.update(

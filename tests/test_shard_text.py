@@ -11,7 +11,7 @@ import pytest
 from conftest import WMT
 
 from data_shards import ShardSet, ShardTextConfig, Vocab, shard_text
-from data_shards.tokenizers import WordTokenizer
+from data_shards.tokenizers import PieceTokenizer, WordTokenizer
 
 NEWSTEST_SGM = (
     WMT / "newstest2014-sgm" / "newstest2014-fren-src.en.sgm",
@@ -116,3 +116,29 @@ def test_filters_are_applied_and_counted(tmp_path, max_len, ratio, field):
     lengths = np.load(tmp_path / "s" / "lengths.npy")
     assert lengths.max() <= max_len
     assert (lengths.max(axis=1) <= ratio * lengths.min(axis=1)).all()
+
+
+@pytest.mark.parametrize("vocab", ["word", "sentencepiece"])
+def test_dev_sets_reuse_the_training_vocabulary(tmp_path, wmt_train, vocab):
+    train = wmt_train
+    if vocab == "sentencepiece":
+        train = tmp_path / "train-spm"
+        shard(
+            train,
+            [NEWSTEST_PLAIN[0]],
+            [NEWSTEST_PLAIN[1]],
+            vocab="sentencepiece",
+            src_vocab_size=1500,
+            tgt_vocab_size=1500,
+        )
+    dev = WMT / "dev-sgm"
+    manifest = shard(
+        tmp_path / "dev", [dev / "newstest2012-src.en.sgm"], [dev / "newstest2012-ref.fr.sgm"], vocab_from=train
+    )
+    for name in ("vocab.src.txt", "vocab.tgt.txt"):
+        assert (tmp_path / "dev" / name).read_bytes() == (train / name).read_bytes()
+    assert manifest["tokenizer"]["kind"] == vocab and manifest["tokenizer"]["vocab_from"] == str(train)
+    pair = json.loads(bytes(ShardSet(tmp_path / "dev").load(0)[0]["pair.json"]))
+    tokenize = WordTokenizer("en") if vocab == "word" else PieceTokenizer(train / "spm.src.model")
+    assert pair["src_ids"] == Vocab.load(train / "vocab.src.txt").encode(tokenize(pair["src"]))
+    assert 0 < manifest["vocab"]["src"]["token_coverage"] < 1

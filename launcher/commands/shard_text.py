@@ -39,6 +39,13 @@ def add_parser(jobs) -> None:
     )
     p.add_argument("--src-vocab-size", type=int, default=160_000, metavar="N", help="entries incl. 4 specials")
     p.add_argument("--tgt-vocab-size", type=int, default=80_000, metavar="N", help="entries incl. 4 specials")
+    p.add_argument(
+        "--vocab-from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="reuse the tokenizer and vocabulary of this shard folder (for dev and test sets); overrides --vocab",
+    )
     p.add_argument("--src-lang", default="", help="Moses language; default: from the file name (train.en → en)")
     p.add_argument("--tgt-lang", default="", help="as --src-lang, for the target side")
     p.add_argument("--max-len", type=int, default=100, metavar="N", help="drop pairs with a side longer than N tokens")
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         tsv_columns=columns,
+        vocab_from=args.vocab_from,
         seed=args.seed,
         progress=not args.no_progress,
     )

@@ -22,7 +22,8 @@ demo: $(VENV)/.installed
 	        $(DATA)/wmt14-en-fr/train-giga-fren-head30000/original-split/train.en \
 	  --tgt $(DATA)/wmt14-en-fr/train-newstest2008-2011-plain/*.fr $(DATA)/wmt14-en-fr/train-europarl-v7-head3000/*.fr \
 	        $(DATA)/wmt14-en-fr/train-giga-fren-head30000/original-split/train.fr
-	$(PY) -m launcher.main shard-text --overwrite --out $(DEMO_DIR)/newstest2014 \
+	$(PY) -m launcher.main shard-text --overwrite --out $(DEMO_DIR)/newstest2014 --vocab-from $(DEMO_DIR)/wmt14-train \
+	  --max-len 1000 --max-len-ratio 1000 \
 	  --src $(DATA)/wmt14-en-fr/newstest2014-sgm/newstest2014-fren-src.en.sgm \
 	  --tgt $(DATA)/wmt14-en-fr/newstest2014-sgm/newstest2014-fren-ref.fr.sgm
 	$(PY) -m launcher.main shard-images --overwrite --out $(DEMO_DIR)/mnist-train \

@@ -26,10 +26,10 @@ import numpy as np
 
 @dataclass(frozen=True, kw_only=True)
 class ReaderConfig:
-    """How a reader forms batches. Exactly one of ``batch_size`` and ``max_tokens`` is set."""
+    """How a reader forms batches: at most ``batch_size`` sentences and ``max_tokens`` padded tokens."""
 
-    batch_size: int = 0  # sentences (or images) per batch
-    max_tokens: int = 0  # padded tokens per batch: num_sentences × longest side ≤ max_tokens
+    batch_size: int = 128  # sentences (or images) per batch, the paper's; 0: no limit
+    max_tokens: int = 0  # padded tokens per batch: num_sentences × longest side ≤ max_tokens; 0: no limit
     shuffle: bool = True
     seed: int = 0
     shuffle_buffer: int = 10_000
@@ -38,8 +38,8 @@ class ReaderConfig:
     verify_sha256: bool = True  # check each shard against the manifest when it is loaded
 
     def __post_init__(self) -> None:
-        if (self.batch_size > 0) == (self.max_tokens > 0):
-            raise ValueError("set exactly one of batch_size (sentences) and max_tokens (token budget)")
+        if self.batch_size <= 0 and self.max_tokens <= 0:
+            raise ValueError("set batch_size (sentences) or max_tokens (padded tokens), or both")
         if min(self.batch_size, self.max_tokens, self.bucket_pool, self.num_workers) < 0 or self.shuffle_buffer < 1:
             raise ValueError("batch_size, max_tokens, bucket_pool, num_workers must be >= 0 and shuffle_buffer >= 1")
 
@@ -104,12 +104,17 @@ def _bucket(stream: np.ndarray, lengths: np.ndarray, cfg: ReaderConfig, rng: np.
 
 
 def _cut(pool: np.ndarray, pool_lengths: np.ndarray, cfg: ReaderConfig) -> list[np.ndarray]:
-    if cfg.batch_size:
+    if not cfg.max_tokens:
         return [pool[i : i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
+    max_sentences = cfg.batch_size or len(pool)
     batches, start, lengths = [], 0, pool_lengths.tolist()
     while start < len(pool):
         end, longest = start + 1, lengths[start]
-        while end < len(pool) and (end + 1 - start) * max(longest, lengths[end]) <= cfg.max_tokens:
+        while (
+            end < len(pool)
+            and end - start < max_sentences
+            and (end + 1 - start) * max(longest, lengths[end]) <= cfg.max_tokens
+        ):
             longest = max(longest, lengths[end])
             end += 1
         batches.append(pool[start:end])

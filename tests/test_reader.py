@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ def epoch_batches(reader):
     return [(b.sample_ids.tolist(), b.src_tokens.tolist(), b.tgt_tokens.tolist()) for b in reader]
 
 
-@pytest.mark.parametrize("batching", [dict(batch_size=64), dict(max_tokens=1500)])
+@pytest.mark.parametrize("batching", [dict(batch_size=64), dict(max_tokens=1500, batch_size=0)])
 def test_two_replicas_by_two_workers_see_every_sample_once(newstest_small_shards, batching):
     cfg = ReaderConfig(**batching, num_workers=2, seed=3)
     readers = [ShardReader(newstest_small_shards, cfg, replica_rank=r, num_replicas=2) for r in range(2)]
@@ -37,14 +39,16 @@ def test_equal_batch_counts_even_when_streams_are_uneven(newstest_small_shards):
 
 
 def test_token_budget_and_length_bucketing(newstest_small_shards):
-    reader = ShardReader(newstest_small_shards, ReaderConfig(max_tokens=2000, num_workers=1))
-    unbucketed = ShardReader(newstest_small_shards, ReaderConfig(max_tokens=2000, num_workers=1, bucket_pool=0))
+    cfg = ReaderConfig(max_tokens=2000, batch_size=40, num_workers=1)
+    reader = ShardReader(newstest_small_shards, cfg)
+    unbucketed = ShardReader(newstest_small_shards, dataclasses.replace(cfg, bucket_pool=0))
 
     def padding_fraction(r):
         real = padded = 0
         for b in r:
             longest = max(b.src_tokens.shape[1], b.tgt_tokens.shape[1])
             assert len(b) * longest <= 2000 or len(b) == 1
+            assert len(b) <= 40
             real += int(b.src_lengths.sum())
             padded += b.src_tokens.numel()
         return 1 - real / padded

@@ -1,0 +1,102 @@
+"""Sutskever, Vinyals & Le (2014): a deep LSTM encoder–decoder with a full softmax.
+
+The encoder reads the source reversed (a switch, for the paper's ablation); the decoder starts
+from the encoder's final (h, c) of every layer. Padding never changes the answer: the encoder
+runs on packed sequences, so a sentence's final state is taken at its own last token, and the
+decoder is causal, so padding after a target cannot reach its real tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclass(frozen=True, kw_only=True)
+class Seq2SeqConfig:
+    embed_dim: int = 1000
+    hidden_dim: int = 1000
+    num_layers: int = 4
+    reverse_source: bool = True
+    init_range: float = 0.08
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.embed_dim, self.hidden_dim, self.num_layers) < 1:
+            raise ValueError("model.embed_dim, model.hidden_dim and model.num_layers must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("model.dropout must be in [0, 1)")
+
+
+State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, batch, hidden)
+
+
+def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first ``length`` tokens in place of them; padding stays at the end."""
+    time = torch.arange(tokens.shape[1], device=tokens.device)  # (time,)
+    lengths = lengths.to(tokens.device).unsqueeze(1)  # (batch, 1)
+    index = torch.where(time < lengths, lengths - 1 - time, time)  # (batch, time)
+    return tokens.gather(1, index)
+
+
+def teacher_forcing(tgt_tokens: torch.Tensor, tgt_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder inputs ``<s> y1..yn`` and targets ``y1..yn </s>``, both (batch, max_len + 1), PAD-padded."""
+    batch = tgt_tokens.shape[0]
+    bos = torch.full((batch, 1), BOS_ID, dtype=tgt_tokens.dtype, device=tgt_tokens.device)
+    pad = torch.full((batch, 1), PAD_ID, dtype=tgt_tokens.dtype, device=tgt_tokens.device)
+    decoder_in = torch.cat([bos, tgt_tokens], dim=1)
+    targets = torch.cat([tgt_tokens, pad], dim=1)
+    targets.scatter_(1, tgt_lengths.to(tgt_tokens.device).unsqueeze(1), EOS_ID)
+    return decoder_in, targets
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
+        lstm = dict(hidden_size=cfg.hidden_dim, num_layers=cfg.num_layers, batch_first=True, dropout=cfg.dropout)
+        self.encoder = nn.LSTM(cfg.embed_dim, **lstm)
+        self.decoder = nn.LSTM(cfg.embed_dim, **lstm)
+        self.output = nn.Linear(cfg.hidden_dim, tgt_vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The paper's §3.4 initialization: every parameter uniform in [-init_range, init_range]."""
+        for param in self.parameters():
+            nn.init.uniform_(param, -self.cfg.init_range, self.cfg.init_range)
+        with torch.no_grad():
+            self.src_embed.weight[PAD_ID].zero_()
+            self.tgt_embed.weight[PAD_ID].zero_()
+
+    def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> State:
+        """Final (h, c) of every encoder layer for each sentence, whatever the padding."""
+        if self.cfg.reverse_source:
+            src_tokens = reverse_padded(src_tokens, src_lengths)
+        embedded = self.src_embed(src_tokens)  # (batch, time, embed)
+        packed = pack_padded_sequence(embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, state = self.encoder(packed)
+        return state
+
+    def decode(self, decoder_in: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Top-layer hidden states (batch, time, hidden) and the state after the last step."""
+        hidden, state = self.decoder(self.tgt_embed(decoder_in), state)
+        return hidden, state
+
+    def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor) -> torch.Tensor:
+        """Logits (batch, time, tgt_vocab) for teacher-forced decoder inputs."""
+        hidden, _ = self.decode(decoder_in, self.encode(src_tokens, src_lengths))
+        return self.output(hidden)
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy (batch, time) in fp32; zero at padding."""
+    losses = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=PAD_ID, reduction="none")
+    return losses

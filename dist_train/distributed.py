@@ -128,3 +128,14 @@ def any_replica(flag: bool, topology: Topology) -> bool:
 def barrier(topology: Topology) -> None:
     if topology.distributed:
         dist.barrier()
+
+
+def replicas_agree(module: torch.nn.Module, topology: Topology) -> bool:
+    """True when every replica holds bit-identical parameters (a DDP sanity check)."""
+    with torch.no_grad():
+        fingerprint = (
+            torch.stack([torch.stack([p.double().sum(), p.double().square().sum()]) for p in module.parameters()])
+            .flatten()
+            .cpu()
+        )
+    return all(torch.equal(fingerprint, other) for other in all_gather_objects(fingerprint, topology))

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 PRESETS = Path(__file__).resolve().parent / "presets"
 

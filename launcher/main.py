@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from data_shards.errors import DataError
-from launcher.commands import bench, shard_images, shard_text
+from launcher.commands import bench, s2s, shard_images, shard_text
 
-JOBS = (shard_text, shard_images, bench)
+JOBS = (shard_text, shard_images, s2s, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -97,6 +97,7 @@ class Seq2Seq(nn.Module):
 
 
 def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy (batch, time) in fp32; zero at padding."""
-    losses = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=PAD_ID, reduction="none")
-    return losses
+    """Per-token cross-entropy (batch, time), at least fp32; zero at padding."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, reduction="none")

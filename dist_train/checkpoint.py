@@ -1,0 +1,80 @@
+"""Checkpoints: atomic writes, newest-complete discovery, ``weights_only`` loads (DESIGN.md §6).
+
+A checkpoint is written under a temporary name and renamed into place, so a crash mid-write
+leaves the previous one intact and never a half file under a checkpoint's name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+
+_NAME = re.compile(r"^step-(\d{8,})\.pt$")
+
+
+class Checkpointer:
+    """Saves every ``every_steps`` steps and/or ``every_minutes`` minutes; keeps the newest ``keep``."""
+
+    def __init__(self, folder: Path, *, every_steps: int = 0, every_minutes: float = 0.0, keep: int = 3) -> None:
+        self.folder = Path(folder)
+        self.every_steps, self.every_minutes, self.keep = every_steps, every_minutes, keep
+        self._last_save = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        """This process's view; the trainer agrees on it across replicas before saving."""
+        by_steps = self.every_steps > 0 and step % self.every_steps == 0
+        by_time = self.every_minutes > 0 and time.monotonic() - self._last_save >= 60 * self.every_minutes
+        return by_steps or by_time
+
+    def path_for(self, step: int) -> Path:
+        return self.folder / f"step-{step:08d}.pt"
+
+    def save(self, step: int, state: dict) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.path_for(step)
+        temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        with open(temporary, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, final)
+        self._last_save = time.monotonic()
+        for old in self.complete()[: -self.keep] if self.keep > 0 else []:
+            old.unlink(missing_ok=True)
+        return final
+
+    def mark_saved(self) -> None:
+        """Replicas that did not write still restart their clock."""
+        self._last_save = time.monotonic()
+
+    def complete(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _NAME.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        complete = self.complete()
+        return complete[-1] if complete else None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Tensors and plain values only: ``weights_only=True`` refuses anything that could run code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resolve_resume(resume: str, checkpointer: Checkpointer) -> Path | None:
+    """``auto`` → the newest complete checkpoint (or none); ``never`` → none; else that path."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        return checkpointer.latest()
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
+    return path

@@ -1,0 +1,69 @@
+"""Metrics sinks behind one small interface: the JSONL log and the progress bar (Prometheus later).
+
+A trainer hands each sink the same figures at every logging interval; sinks decide how to show
+them. Only the main process gets sinks that write.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+from tqdm import tqdm
+
+
+class MetricsSink(Protocol):
+    def write(self, step: int, figures: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """One JSON object per logging interval, appended to ``path`` (a resumed run continues it)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, step: int, figures: dict) -> None:
+        self._file.write(json.dumps({"step": step, "time": round(time.time(), 3), **figures}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ProgressBarSink:
+    """A tqdm bar over the run's steps with the chosen figures as postfix; tqdm gives the ETA."""
+
+    def __init__(self, *, total: int, initial: int, shown: dict[str, str], desc: str) -> None:
+        self.shown = shown  # figure name → format, e.g. {"words_per_s": "{:,.0f}"}
+        self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def write(self, step: int, figures: dict) -> None:
+        self._bar.update(step - self._bar.n)
+        self._bar.set_postfix_str(
+            " ".join(f"{name}={fmt.format(figures[name])}" for name, fmt in self.shown.items() if name in figures),
+            refresh=True,
+        )
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class Sinks:
+    """Fan-out to several sinks."""
+
+    def __init__(self, sinks: list[MetricsSink]) -> None:
+        self.sinks = sinks
+
+    def write(self, step: int, figures: dict) -> None:
+        for sink in self.sinks:
+            sink.write(step, figures)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()

@@ -1,0 +1,1 @@
+"""How models are spread over devices and processes, applied from outside the model."""

@@ -1,0 +1,23 @@
+"""Data parallelism across replicas: DDP over the replica process group."""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from dist_train.distributed import Topology
+
+
+def wrap_data_parallel(model: nn.Module, topology: Topology) -> nn.Module:
+    """DDP when there are several replicas; the model itself otherwise.
+
+    ``device_ids=None`` lets one replica span several devices (the paper's layout) and is what
+    CPU modules need; gradients are all-reduced across replicas only.
+    """
+    if not topology.distributed:
+        return model
+    return DistributedDataParallel(model, device_ids=None, broadcast_buffers=False)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model

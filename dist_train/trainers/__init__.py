@@ -1,0 +1,1 @@
+"""One trainer per job; the loop machinery they share lives in ``loop.py``."""

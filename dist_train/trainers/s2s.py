@@ -1,0 +1,199 @@
+"""The s2s job: the paper's recipe (§3.3–3.4) on length-bucketed batches, data-parallel across replicas.
+
+``train()`` advances the step and calls its collaborators; ``train_step()`` is one SGD update:
+forward under the chosen precision, summed token loss divided by the batch's sentence count,
+gradient clipped at norm 5, plain SGD at the schedule's learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from data_shards import ReaderConfig, ShardReader, TextBatch
+from data_shards.vocab import UNK_ID
+from dist_train import rng
+from dist_train.checkpoint import Checkpointer
+from dist_train.distributed import Topology, all_gather_objects, replicas_agree
+from dist_train.metrics import Sinks
+from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig, teacher_forcing, token_losses
+from dist_train.parallel.data_parallel import unwrap, wrap_data_parallel
+from dist_train.precision import MixedPrecision
+from dist_train.schedule import HalvingSchedule, OptimConfig
+from dist_train.trainers.loop import Deadline, IntervalMeter, TrainConfig, agree
+
+
+@dataclass(frozen=True, kw_only=True)
+class VocabConfig:
+    """Train on the N most frequent entries of the data's vocabularies (0: all); the rest → <unk>."""
+
+    src_vocab_size: int = 0
+    tgt_vocab_size: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class S2SConfig:
+    model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: ReaderConfig = field(default_factory=ReaderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def vocab_sizes(cfg: VocabConfig, manifest: dict) -> tuple[int, int]:
+    src, tgt = manifest["vocab"]["src"]["size"], manifest["vocab"]["tgt"]["size"]
+    return (min(src, cfg.src_vocab_size or src), min(tgt, cfg.tgt_vocab_size or tgt))
+
+
+def clamp_vocab(tokens: torch.Tensor, size: int) -> torch.Tensor:
+    """Ids past the kept vocabulary become <unk> (vocabularies are sorted by frequency)."""
+    return tokens.masked_fill(tokens >= size, UNK_ID)
+
+
+@dataclass
+class StepResult:
+    loss_sum: float  # summed token cross-entropy (nats)
+    target_tokens: int  # predicted tokens, EOS included
+    words: int  # source + target words incl. EOS: the paper's words/s count
+    grad_norm: float
+    lr: float
+
+
+class S2STrainer:
+    def __init__(
+        self,
+        cfg: S2SConfig,
+        topology: Topology,
+        reader: ShardReader,
+        checkpointer: Checkpointer,
+        sinks: Sinks,
+        extra_state: dict,
+    ) -> None:
+        self.cfg, self.topology, self.reader = cfg, topology, reader
+        self.checkpointer, self.sinks, self.extra_state = checkpointer, sinks, extra_state
+        self.src_vocab_size, self.tgt_vocab_size = vocab_sizes(cfg.vocab, reader.shards.manifest)
+        model = Seq2Seq(cfg.model, src_vocab_size=self.src_vocab_size, tgt_vocab_size=self.tgt_vocab_size)
+        self.model = wrap_data_parallel(model.to(topology.device), topology)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr)
+        self.schedule = HalvingSchedule(cfg.optim, steps_per_epoch=len(reader))
+        self.precision = MixedPrecision(cfg.train.precision, topology.device)
+        self.total_steps = cfg.train.total_steps(len(reader))
+        self.step, self.words_seen, self.train_seconds = 0, 0, 0.0
+        self.meter = IntervalMeter(("loss_sum", "target_tokens", "words"))
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def train(self) -> dict:
+        deadline, started = Deadline(self.cfg.train.max_minutes), time.monotonic()
+        stop = self.step >= self.total_steps
+        while not stop:
+            for batch in self.reader:
+                result = self.train_step(batch)
+                self.step += 1
+                self.meter.add(loss_sum=result.loss_sum, target_tokens=result.target_tokens, words=result.words)
+                stop = self.after_step(result, deadline)
+                if stop:
+                    break
+        self.train_seconds += time.monotonic() - started
+        self.save()
+        return self.summary()
+
+    def after_step(self, result: StepResult, deadline: Deadline) -> bool:
+        """Log, checkpoint, stop: every replica takes the same decisions."""
+        finished = self.step >= self.total_steps
+        time_up, checkpoint_due = agree([deadline.passed(), self.checkpointer.due(self.step)], self.topology)
+        if self.step % self.cfg.train.log_every == 0 or finished or time_up or checkpoint_due:
+            self.log(result)
+        if checkpoint_due and not (finished or time_up):
+            self.save()
+        return finished or time_up
+
+    def train_step(self, batch: TextBatch) -> StepResult:
+        batch = batch.to(self.topology.device)
+        src = clamp_vocab(batch.src_tokens, self.src_vocab_size)
+        decoder_in, targets = teacher_forcing(clamp_vocab(batch.tgt_tokens, self.tgt_vocab_size), batch.tgt_lengths)
+        lr = self.schedule.apply(self.optimizer, self.step)
+        with self.precision.autocast():
+            logits = self.model(src, batch.src_lengths, decoder_in)  # (batch, time, tgt_vocab)
+        loss_sum = token_losses(logits, targets).sum()  # nats over every target token
+        self.optimizer.zero_grad(set_to_none=True)
+        self.precision.backward(loss_sum / len(batch))  # the paper divides the gradient by the batch size
+        self.precision.unscale(self.optimizer)
+        max_norm = self.cfg.optim.max_grad_norm or math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.precision.step(self.optimizer)
+        target_tokens = int(batch.tgt_lengths.sum()) + len(batch)
+        return StepResult(
+            loss_sum=float(loss_sum.detach()),
+            target_tokens=target_tokens,
+            words=int(batch.src_lengths.sum()) + target_tokens,
+            grad_norm=float(grad_norm),
+            lr=lr,
+        )
+
+    def log(self, result: StepResult) -> None:
+        totals, seconds = self.meter.collect(self.topology)
+        self.words_seen += int(totals["words"])
+        loss = totals["loss_sum"] / max(totals["target_tokens"], 1)
+        self.sinks.write(
+            self.step,
+            {
+                "epoch": round(self.step / len(self.reader), 4),
+                "loss": round(loss, 5),
+                "ppl": round(math.exp(min(loss, 50.0)), 3),
+                "lr": result.lr,
+                "grad_norm": round(result.grad_norm, 4),
+                "words_per_s": round(totals["words"] / seconds, 1),
+            },
+        )
+
+    # --- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """The full state of the run; collective (every replica's reader and RNG are gathered)."""
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "precision": self.precision.state_dict(),
+            "trainer": {"step": self.step, "words_seen": self.words_seen, "train_seconds": self.train_seconds},
+            "readers": all_gather_objects(self.reader.state_dict(), self.topology),
+            "rng": all_gather_objects(rng.capture(), self.topology),
+            **self.extra_state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["readers"]) != self.topology.num_replicas:
+            raise ValueError(
+                f"the checkpoint has {len(state['readers'])} replicas, this run "
+                f"{self.topology.num_replicas}: resume with the same number of processes"
+            )
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.precision.load_state_dict(state["precision"])
+        self.step, self.words_seen = state["trainer"]["step"], state["trainer"]["words_seen"]
+        self.train_seconds = state["trainer"]["train_seconds"]
+        self.reader.load_state_dict(state["readers"][self.topology.replica_rank])
+        rng.restore(state["rng"][self.topology.replica_rank])
+
+    def save(self) -> Path | None:
+        state = self.state_dict()
+        if not self.topology.is_main:
+            self.checkpointer.mark_saved()
+            return None
+        return self.checkpointer.save(self.step, state)
+
+    def summary(self) -> dict:
+        return {
+            "replicas_in_sync": replicas_agree(unwrap(self.model), self.topology),
+            "steps": self.step,
+            "epochs": round(self.step / len(self.reader), 4),
+            "words_seen": self.words_seen,
+            "train_seconds": round(self.train_seconds, 2),
+            "words_per_s": round(self.words_seen / max(self.train_seconds, 1e-9), 1),
+        }

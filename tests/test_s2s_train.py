@@ -1,0 +1,131 @@
+"""The s2s trainer end to end: exact resume, torchrun with 2 processes and with 2 nodes, config errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import run_cli
+
+from dist_train.checkpoint import Checkpointer, load_checkpoint
+from dist_train.schedule import HalvingSchedule, OptimConfig
+from launcher.main import main
+
+
+def losses(run_dir):
+    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "train.jsonl").read_text().splitlines())}
+
+
+def s2s(data, run_dir, *overrides, resume="auto"):
+    args = ["s2s", "--preset", "tiny", "--data", str(data), "--run-dir", str(run_dir), "--resume", resume]
+    assert main([*args, "log_every=1", "threads=1", *overrides]) == 0
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_stop_and_resume_gives_the_same_loss_at_every_later_step(newstest_small_shards, tmp_path, workers):
+    data = newstest_small_shards
+    s2s(data, tmp_path / "straight", "max_steps=16", f"data.num_workers={workers}", "data.batch_size=48")
+    s2s(data, tmp_path / "stopped", "max_steps=7", f"data.num_workers={workers}", "data.batch_size=48")
+    assert Checkpointer(tmp_path / "stopped" / "checkpoints").latest().name == "step-00000007.pt"
+    s2s(data, tmp_path / "stopped", "max_steps=16", f"data.num_workers={workers}", "data.batch_size=48")
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "stopped")
+    assert sorted(resumed) == list(range(1, 17))
+    assert [resumed[s] for s in range(8, 17)] == [straight[s] for s in range(8, 17)]
+    assert straight[16] < straight[1]
+
+
+def test_checkpoint_holds_the_full_state_and_loads_weights_only(newstest_small_shards, tmp_path):
+    s2s(newstest_small_shards, tmp_path / "run", "max_steps=3")
+    state = load_checkpoint(Checkpointer(tmp_path / "run" / "checkpoints").latest())
+    assert {"model", "optimizer", "schedule", "trainer", "readers", "rng", "config", "vocab"} <= set(state)
+    assert state["trainer"]["step"] == 3 and state["readers"][0]["position"] == 3
+    assert len(state["vocab"]["tokens"]["tgt"]) == 2000 and state["config"]["model"]["hidden_dim"] == 32
+
+
+def test_halving_schedule_follows_the_paper():
+    schedule = HalvingSchedule(OptimConfig(), steps_per_epoch=100)
+    assert [schedule.lr_at(s) for s in (0, 499, 500, 549, 550, 600, 749)] == [
+        0.7,
+        0.7,
+        0.35,
+        0.35,
+        0.175,
+        0.0875,
+        0.7 / 2**5,
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args, data, run_dir, steps=6):
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *args,
+        "-m",
+        "launcher.main",
+        "s2s",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--run-dir",
+        str(run_dir),
+        f"max_steps={steps}",
+        "log_every=2",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(process) -> dict:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+
+def test_torchrun_two_processes_data_parallel(newstest_small_shards, tmp_path):
+    summary = finished(torchrun("--nproc_per_node", "2", data=newstest_small_shards, run_dir=tmp_path / "run"))
+    assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")
+    assert [r["replica_rank"] for r in state["readers"]] == [0, 1]
+
+
+def test_torchrun_two_nodes_on_localhost(newstest_small_shards, tmp_path):
+    rendezvous = [
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{free_port()}",
+        "--rdzv_id",
+        "two-nodes",
+    ]
+    nodes = [torchrun(*rendezvous, data=newstest_small_shards, run_dir=tmp_path / "run") for _ in range(2)]
+    summaries = [finished(node) for node in nodes]
+    summary = next(s for s in summaries if s)
+    assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
+    assert len(load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")["readers"]) == 2
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=0.5", "unknown config key 'optim.lrr'; did you mean optim.lr"),
+        ("max_steps=ten", "train.max_steps must be int, not 'ten'"),
+        ("precision=fp8", "train.precision must be one of fp32, bf16, fp16"),
+    ],
+)
+def test_bad_overrides_are_usage_errors_naming_the_key(tmp_path, override, message):
+    result = run_cli("s2s", "--preset", "tiny", "--data", tmp_path, override)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -16,19 +16,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The main job: shard the WMT'14 sample (first time only), train `small` with 2 processes for
+# DEMO_MINUTES, then score it on the first DEMO_SENTENCES of newstest2014.
+DEMO_MINUTES ?= 4
+DEMO_SENTENCES ?= 300
 demo: $(VENV)/.installed
-	$(PY) -m launcher.main shard-text --overwrite --out $(DEMO_DIR)/wmt14-train \
-	  --src $(DATA)/wmt14-en-fr/train-newstest2008-2011-plain/*.en $(DATA)/wmt14-en-fr/train-europarl-v7-head3000/*.en \
-	        $(DATA)/wmt14-en-fr/train-giga-fren-head30000/original-split/train.en \
-	  --tgt $(DATA)/wmt14-en-fr/train-newstest2008-2011-plain/*.fr $(DATA)/wmt14-en-fr/train-europarl-v7-head3000/*.fr \
-	        $(DATA)/wmt14-en-fr/train-giga-fren-head30000/original-split/train.fr
-	$(PY) -m launcher.main shard-text --overwrite --out $(DEMO_DIR)/newstest2014 --vocab-from $(DEMO_DIR)/wmt14-train \
-	  --max-len 1000 --max-len-ratio 1000 \
+	$(PY) -m torch.distributed.run --nproc_per_node 2 -m launcher.main s2s --preset small \
+	  --run-dir $(DEMO_DIR)/s2s-small --resume never max_minutes=$(DEMO_MINUTES)
+	$(PY) -m launcher.main evaluate --checkpoint $(DEMO_DIR)/s2s-small --beam 2 --limit $(DEMO_SENTENCES) \
 	  --src $(DATA)/wmt14-en-fr/newstest2014-sgm/newstest2014-fren-src.en.sgm \
-	  --tgt $(DATA)/wmt14-en-fr/newstest2014-sgm/newstest2014-fren-ref.fr.sgm
-	$(PY) -m launcher.main shard-images --overwrite --out $(DEMO_DIR)/mnist-train \
-	  --input $(DATA)/mnist/train-images-idx3-ubyte.gz
-	@echo "demo shards are in $(DEMO_DIR)/"
+	  --ref $(DATA)/wmt14-en-fr/newstest2014-sgm/newstest2014-fren-ref.fr.sgm
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

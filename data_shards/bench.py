@@ -9,21 +9,12 @@ from data_shards.plan import ReaderConfig
 from data_shards.reader import ShardReader
 from data_shards.shard_images import ShardImagesConfig, shard_images
 from data_shards.shard_text import ShardTextConfig, shard_text
-
-WMT_TRAIN = (
-    "train-newstest2008-2011-plain/news-test2008",
-    "train-newstest2008-2011-plain/newstest2009",
-    "train-newstest2008-2011-plain/newstest2010",
-    "train-newstest2008-2011-plain/newstest2011",
-    "train-europarl-v7-head3000/europarl-v7.fr-en",
-    "train-giga-fren-head30000/original-split/train",
-)
+from data_shards.wmt14 import training_pairs
 
 
 def wmt_train_files(data_root: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     """The WMT'14 training sample in shared/data: (English files, French files)."""
-    base = data_root / "wmt14-en-fr"
-    return tuple(base / f"{p}.en" for p in WMT_TRAIN), tuple(base / f"{p}.fr" for p in WMT_TRAIN)
+    return training_pairs(data_root / "wmt14-en-fr")
 
 
 def time_reader(folder: Path, cfg: ReaderConfig, min_seconds: float) -> dict:

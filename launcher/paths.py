@@ -11,3 +11,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def shared_data() -> Path:
     """``$DIST_TRAIN_DATA`` if set, else ``../shared/data`` beside the project."""
     return Path(os.environ.get("DIST_TRAIN_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+def shards_home() -> Path:
+    """Where jobs keep the shards they make themselves: ``$DIST_TRAIN_SHARDS`` or ``runs/shards``."""
+    return Path(os.environ.get("DIST_TRAIN_SHARDS", PROJECT_ROOT / "runs" / "shards"))

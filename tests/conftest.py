@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,12 +61,24 @@ def mnist_test_shards(tmp_path_factory, data_root) -> Path:
     return out
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``python -m launcher.main ARGS`` in a real subprocess, as a user runs it."""
+def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m launcher.main ARGS`` in a real subprocess, as a user runs it (``env`` adds variables)."""
     return subprocess.run(
         [sys.executable, "-m", "launcher.main", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd or PROJECT_ROOT,
         timeout=600,
+        env={**os.environ, **(env or {})},
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, newstest_small_shards) -> Path:
+    """A `tiny` s2s model trained for 20 steps on newstest2008–2011."""
+    from launcher.main import main
+
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    argv = ["s2s", "--preset", "tiny", "--data", str(newstest_small_shards), "--run-dir", str(run_dir), "threads=1"]
+    assert main(argv) == 0
+    return run_dir / "checkpoints" / "step-00000020.pt"

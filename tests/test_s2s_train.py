@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -129,3 +130,42 @@ def test_torchrun_two_nodes_on_localhost(newstest_small_shards, tmp_path):
 def test_bad_overrides_are_usage_errors_naming_the_key(tmp_path, override, message):
     result = run_cli("s2s", "--preset", "tiny", "--data", tmp_path, override)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def raw_corpus(folder, data_root):
+    """A raw WMT-like folder: one real training pair and newstest2014 (held out, must not be trained on)."""
+    base = data_root / "wmt14-en-fr"
+    for name in ("newstest2009.en", "newstest2009.fr"):
+        (folder / "training").mkdir(parents=True, exist_ok=True)
+        (folder / "training" / name).write_bytes((base / "train-newstest2008-2011-plain" / name).read_bytes())
+    for name in ("newstest2014.en", "newstest2014.fr"):
+        (folder / "test" / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "test" / name).write_bytes((base / "newstest2014-plain-derived" / name).read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("how", ["--data-root", "WMT14_ROOT"])
+def test_without_data_the_raw_corpora_are_found_and_sharded_once(tmp_path, data_root, how):
+    raw = raw_corpus(tmp_path / "raw", data_root)
+    env = {"DIST_TRAIN_SHARDS": str(tmp_path / "shards"), "DIST_TRAIN_DATA": str(tmp_path / "nothing")}
+    flags = ["--data-root", str(raw)] if how == "--data-root" else []
+    if how == "WMT14_ROOT":
+        env["WMT14_ROOT"] = str(raw)
+    args = ["s2s", "--preset", "tiny", "--run-dir", tmp_path / "run", *flags, "max_steps=2", "threads=1"]
+    result = run_cli(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "shards" / "wmt14-train" / "manifest.json").read_text())
+    assert [Path(i["path"]).name for i in manifest["inputs"]] == ["newstest2009.en", "newstest2009.fr"]
+    assert "sharding" in result.stderr
+    again = run_cli(*args, env=env)
+    assert again.returncode == 0 and "sharding" not in again.stderr
+
+
+def test_no_data_anywhere_says_where_wmt14_comes_from(tmp_path):
+    env = {
+        "DIST_TRAIN_SHARDS": str(tmp_path / "shards"),
+        "DIST_TRAIN_DATA": str(tmp_path / "nothing"),
+        "WMT14_ROOT": "",
+    }
+    result = run_cli("s2s", "--preset", "tiny", "--run-dir", tmp_path / "run", env=env)
+    assert result.returncode == 2 and "prepare-wmt14" in result.stderr and "--data-root" in result.stderr

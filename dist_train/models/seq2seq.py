@@ -37,6 +37,23 @@ class Seq2SeqConfig:
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, batch, hidden)
 
 
+def run_lstm(lstm: nn.LSTM, inputs, state: State | None = None):
+    """``lstm(inputs, state)``, kept in fp32 under CPU autocast.
+
+    oneDNN's CPU LSTM rejects the all-bf16 arguments autocast hands it ("unsupported datatype":
+    it wants an fp32 bias), so on CPU the recurrence runs in fp32 and autocast still covers the
+    embedding-free rest of the model (the output projection, the largest matmul).
+    """
+    device = lstm.weight_hh_l0.device
+    if device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return lstm(inputs, state)
+    with torch.autocast("cpu", enabled=False):
+        if isinstance(inputs, torch.Tensor):
+            inputs = inputs.float()
+        state = None if state is None else (state[0].float(), state[1].float())
+        return lstm(inputs, state)
+
+
 def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each row's first ``length`` tokens in place of them; padding stays at the end."""
     time = torch.arange(tokens.shape[1], device=tokens.device)  # (time,)
@@ -82,12 +99,12 @@ class Seq2Seq(nn.Module):
             src_tokens = reverse_padded(src_tokens, src_lengths)
         embedded = self.src_embed(src_tokens)  # (batch, time, embed)
         packed = pack_padded_sequence(embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, state = self.encoder(packed)
+        _, state = run_lstm(self.encoder, packed)
         return state
 
     def decode(self, decoder_in: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Top-layer hidden states (batch, time, hidden) and the state after the last step."""
-        hidden, state = self.decoder(self.tgt_embed(decoder_in), state)
+        hidden, state = run_lstm(self.decoder, self.tgt_embed(decoder_in), state)
         return hidden, state
 
     def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor) -> torch.Tensor:

@@ -10,14 +10,16 @@ from pathlib import Path
 import torch
 
 from data_shards.reader import ShardReader
+from data_shards.shard_text import ShardTextConfig, shard_text
 from data_shards.vocab import Vocab
+from data_shards.wmt14 import training_pairs, wmt14_root
 from dist_train import distributed, rng
 from dist_train.checkpoint import Checkpointer, load_checkpoint, resolve_resume
 from dist_train.metrics import JsonlSink, ProgressBarSink, Sinks
 from dist_train.trainers.s2s import S2SConfig, S2STrainer, vocab_sizes
 from launcher.commands.common import print_summary, say
 from launcher.config import ConfigError, load_config, preset_file, presets_of, to_dict
-from launcher.paths import PROJECT_ROOT
+from launcher.paths import PROJECT_ROOT, shards_home, shared_data
 
 NAME = "s2s"
 
@@ -28,7 +30,20 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str) -> 
         "--preset", default=default_preset, choices=presets_of(job), help="launcher/presets/<job>-<preset>.toml"
     )
     p.add_argument("--config", type=Path, default=None, metavar="F.toml", help="a TOML file applied after the preset")
-    p.add_argument("--data", type=Path, default=None, metavar="SHARD_DIR", help="training shards")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="SHARD_DIR",
+        help="training shards; default: runs/shards/<corpus>, sharded from the raw data on first use",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="raw corpora to shard when --data is not given (else $WMT14_ROOT, else ../shared/data)",
+    )
     p.add_argument("--run-dir", type=Path, default=None, metavar="DIR", help="default: runs/<job>-<preset>")
     p.add_argument(
         "--resume",
@@ -77,13 +92,23 @@ def vocab_state(manifest: dict, data: Path, sizes: tuple[int, int]) -> dict:
     return {"tokens": tokens, "tokenizer": manifest["tokenizer"], "spm_models": spm}
 
 
+def default_shards(args: argparse.Namespace, topology: distributed.Topology) -> Path:
+    """runs/shards/wmt14-train, sharded from the discovered raw WMT'14 by rank 0 the first time."""
+    shards = shards_home() / "wmt14-train"
+    if not (shards / "manifest.json").is_file() and topology.is_main:
+        root = wmt14_root(args.data_root, dict(os.environ), shared_data())
+        src, tgt = training_pairs(root)
+        say(f"s2s: sharding the WMT'14 training corpora in {root} into {shards} (once)")
+        shard_text(ShardTextConfig(src=src, tgt=tgt, out=shards, overwrite=True))
+    distributed.barrier(topology)
+    return shards
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, S2SConfig, NAME)
-    data = args.data
-    if data is None:
-        args.parser.error("--data SHARD_DIR is required (shard-text writes one)")
     topology = distributed.init_distributed()
     try:
+        data = args.data or default_shards(args, topology)
         return train(args, cfg, topology, data)
     finally:
         distributed.shutdown()

@@ -1,0 +1,122 @@
+"""Checkpoints → a translator: tokenize, encode, beam-search (one model or an ensemble), detokenize.
+
+Everything decoding needs (config, vocabularies, tokenizer settings, sentencepiece models) is in
+the checkpoint, so one file is enough to translate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data_shards.textio import normalize
+from data_shards.vocab import PAD_ID, Vocab
+from dist_train.checkpoint import load_checkpoint
+from dist_train.decoding import BeamConfig, beam_search
+from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig, teacher_forcing
+
+
+class TextCodec:
+    """One side's text ↔ ids, as the training shards tokenized it."""
+
+    def __init__(self, tokens: list[str], tokenizer: dict, side: str, spm_model: torch.Tensor | None) -> None:
+        self.vocab = Vocab(tokens)
+        self.kind, self.lang = tokenizer["kind"], tokenizer[f"{side}_lang"]
+        if self.kind == "sentencepiece":
+            import sentencepiece as spm
+
+            self._spm = spm.SentencePieceProcessor(model_proto=bytes(spm_model.numpy()))
+        else:
+            from sacremoses import MosesDetokenizer, MosesTokenizer
+
+            self._tokenizer, self._detokenizer = MosesTokenizer(lang=self.lang), MosesDetokenizer(lang=self.lang)
+
+    def tokenize(self, text: str) -> list[str]:
+        text = normalize(text)
+        if self.kind == "sentencepiece":
+            return self._spm.encode(text, out_type=str)
+        return self._tokenizer.tokenize(text, escape=False)
+
+    def encode(self, text: str) -> list[int]:
+        return self.vocab.encode(self.tokenize(text))
+
+    def decode(self, ids: list[int]) -> str:
+        if self.kind == "sentencepiece":
+            return self._spm.decode(ids)
+        return self._detokenizer.detokenize(self.vocab.decode(ids))
+
+
+def _padded(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    tokens = torch.full((len(rows), int(lengths.max())), PAD_ID, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return tokens.to(device), lengths.to(device)
+
+
+def _by_length(rows: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Indices of non-empty rows in batches of similar length (longest first)."""
+    order = sorted((i for i, r in enumerate(rows) if r), key=lambda i: -len(rows[i]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+class Translator:
+    def __init__(self, checkpoints: list[Path], *, device: str = "cpu") -> None:
+        states = [load_checkpoint(Path(p)) for p in checkpoints]
+        vocab = states[0]["vocab"]
+        for path, state in zip(checkpoints[1:], states[1:]):
+            if state["vocab"]["tokens"] != vocab["tokens"]:
+                raise ValueError(
+                    f"{path}: an ensemble needs one vocabulary, and this one differs from {checkpoints[0]}"
+                )
+        self.device = torch.device(device)
+        self.models = [self._model(state) for state in states]
+        spm = vocab.get("spm_models", {})
+        self.src = TextCodec(vocab["tokens"]["src"], vocab["tokenizer"], "src", spm.get("src"))
+        self.tgt = TextCodec(vocab["tokens"]["tgt"], vocab["tokenizer"], "tgt", spm.get("tgt"))
+
+    def _model(self, state: dict) -> Seq2Seq:
+        cfg = Seq2SeqConfig(**state["config"]["model"])
+        sizes = {f"{side}_vocab_size": len(state["vocab"]["tokens"][side]) for side in ("src", "tgt")}
+        model = Seq2Seq(cfg, **sizes)
+        model.load_state_dict(state["model"])
+        return model.to(self.device).eval()
+
+    def translate(
+        self, lines: list[str], beam: BeamConfig, *, batch_size: int = 32, progress: bool = False
+    ) -> list[str]:
+        """One detokenized translation per input line (an empty line gives an empty line)."""
+        rows = [self.src.encode(line) for line in lines]
+        outputs = [""] * len(lines)
+        batches = list(_by_length(rows, batch_size))
+        for batch in tqdm(batches, desc=f"translate (beam {beam.beam})", unit="batch", disable=not progress):
+            tokens, lengths = _padded([rows[i] for i in batch], self.device)
+            for i, hypothesis in zip(batch, beam_search(self.models, tokens, lengths, beam)):
+                outputs[i] = self.tgt.decode(hypothesis)
+        return outputs
+
+    @torch.no_grad()
+    def perplexity(self, sources: list[str], references: list[str], *, batch_size: int = 64) -> float:
+        """exp(mean NLL per reference token incl. </s>); an ensemble's probabilities are averaged."""
+        pairs = [(self.src.encode(s), self.tgt.encode(r)) for s, r in zip(sources, references)]
+        pairs = [(s, r) for s, r in pairs if s]
+        nll, count = 0.0, 0
+        for batch in _by_length([s for s, _ in pairs], batch_size):
+            src, src_lengths = _padded([pairs[i][0] for i in batch], self.device)
+            tgt, tgt_lengths = _padded([pairs[i][1] or [PAD_ID] for i in batch], self.device)
+            tgt_lengths = torch.tensor([len(pairs[i][1]) for i in batch], device=self.device)
+            decoder_in, targets = teacher_forcing(tgt, tgt_lengths)
+            log_probs = torch.stack(
+                [F.log_softmax(m(src, src_lengths, decoder_in).float(), dim=-1) for m in self.models]
+            )
+            log_probs = torch.logsumexp(log_probs, dim=0) - math.log(len(self.models))  # (batch, time, vocab)
+            mask = targets != PAD_ID
+            nll -= log_probs.gather(2, targets.unsqueeze(2)).squeeze(2)[mask].sum().item()
+            count += int(mask.sum())
+        return math.exp(nll / max(count, 1))

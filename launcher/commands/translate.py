@@ -1,0 +1,133 @@
+"""``translate`` and ``evaluate``: decode with one checkpoint or an ensemble; score against references."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from data_shards.errors import DataError
+from data_shards.textio import TextSource, detect_format
+from dist_train.checkpoint import Checkpointer
+from dist_train.decoding import BeamConfig
+from dist_train.evaluation import bleu
+from dist_train.translation import Translator
+from launcher.commands.common import make_config, print_summary, say
+
+
+def add_decoding_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        type=Path,
+        required=True,
+        metavar="C",
+        help="a checkpoint; repeat it for an ensemble (log-probabilities averaged)",
+    )
+    p.add_argument("--beam", type=int, default=12, help="beam size (1: greedy)")
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.0,
+        help="GNMT alpha; 0 ranks hypotheses by log-probability, as the paper",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="sentences decoded together")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+
+
+def add_parser(jobs) -> None:
+    p = jobs.add_parser(
+        "translate",
+        help="translate sentences with beam search",
+        description="Read source sentences (one a line) from --input or stdin, write detokenized "
+        "translations, one a line, to --output or stdout.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_decoding_flags(p)
+    p.add_argument("--input", type=Path, default=None, help="source file (plain, .gz or SGM); default stdin")
+    p.add_argument("--output", type=Path, default=None, help="default stdout")
+    p.set_defaults(run=run_translate, parser=p)
+
+    e = jobs.add_parser(
+        "evaluate",
+        help="BLEU and perplexity on a test set; prints one JSON line",
+        description="Translate --src and score it against --ref: sacreBLEU on detokenized text "
+        "(bleu, with its signature), BLEU on Moses tokens (bleu_tokenized, comparable "
+        "to the paper's multi-bleu), and perplexity of the references.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_decoding_flags(e)
+    e.add_argument("--src", type=Path, required=True, help="source sentences (plain, .gz or SGM)")
+    e.add_argument("--ref", type=Path, required=True, help="reference translations, aligned with --src")
+    e.add_argument("--limit", type=int, default=0, help="only the first N sentences (0: all)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(run=run_evaluate, parser=e)
+
+
+def read_sentences(path: Path) -> list[str]:
+    return list(TextSource(path=path, format=detect_format(path)).records())
+
+
+def translator(args) -> tuple[Translator, BeamConfig]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoints = [newest_in(path) for path in args.checkpoint]
+    beam = make_config(args.parser, BeamConfig, beam=args.beam, length_penalty=args.length_penalty)
+    return Translator(checkpoints), beam
+
+
+def newest_in(path: Path) -> Path:
+    """A checkpoint file as given; for a run directory, its newest complete checkpoint."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        latest = Checkpointer(path / "checkpoints").latest() or Checkpointer(path).latest()
+        if latest is not None:
+            return latest
+        raise DataError(path, "holds no complete checkpoint")
+    raise DataError(path, "no such checkpoint")
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    model, beam = translator(args)
+    lines = read_sentences(args.input) if args.input else sys.stdin.read().splitlines()
+    outputs = model.translate(lines, beam, batch_size=args.batch_size, progress=True)
+    text = "".join(f"{line}\n" for line in outputs)
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    model, beam = translator(args)
+    sources, references = read_sentences(args.src), read_sentences(args.ref)
+    if len(sources) != len(references):
+        raise DataError(args.src, f"has {len(sources)} sentences but {args.ref} has {len(references)}")
+    if args.limit:
+        sources, references = sources[: args.limit], references[: args.limit]
+    start = time.perf_counter()
+    hypotheses = model.translate(sources, beam, batch_size=args.batch_size, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    scores = bleu(hypotheses, references, model.tgt.lang)
+    perplexity = model.perplexity(sources, references)
+    say(
+        f"BLEU {scores['bleu']} (sacreBLEU, detokenized), {scores['bleu_tokenized']} (tokenized), "
+        f"perplexity {perplexity:.2f} on {len(sources)} sentences"
+    )
+    print_summary(
+        {
+            "job": "evaluate",
+            **scores,
+            "perplexity": round(perplexity, 4),
+            "num_sentences": len(sources),
+            "beam": beam.beam,
+            "checkpoints": [str(newest_in(c)) for c in args.checkpoint],
+            "translate_seconds": round(seconds, 2),
+        }
+    )
+    return 0

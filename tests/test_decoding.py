@@ -1,0 +1,123 @@
+"""Beam search, ensembles, translate and evaluate."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import torch
+import torch.nn.functional as F
+from conftest import WMT, run_cli
+
+from data_shards.vocab import BOS_ID, EOS_ID
+from dist_train.decoding import BeamConfig, beam_search
+from dist_train.evaluation import bleu
+from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from dist_train.translation import Translator
+
+SRC_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-src.en.sgm"
+REF_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-ref.fr.sgm"
+
+
+def random_model(seed=0, vocab=7):
+    torch.manual_seed(seed)
+    model = (
+        Seq2Seq(
+            Seq2SeqConfig(embed_dim=8, hidden_dim=8, num_layers=2, init_range=1.0),
+            src_vocab_size=vocab,
+            tgt_vocab_size=vocab,
+        )
+        .double()
+        .eval()
+    )
+    return model
+
+
+def sequence_log_prob(model, src, lengths, tokens):
+    """log p(tokens </s> | src) by teacher forcing."""
+    decoder_in = torch.tensor([[BOS_ID, *tokens]])
+    targets = torch.tensor([[*tokens, EOS_ID]])
+    log_probs = F.log_softmax(model(src, lengths, decoder_in), dim=-1)
+    return log_probs.gather(2, targets.unsqueeze(2)).sum().item()
+
+
+def test_wide_beam_finds_the_exact_best_translation():
+    model = random_model()
+    src, lengths = torch.tensor([[4, 5, 6]]), torch.tensor([3])
+    cfg = BeamConfig(beam=60, max_len_a=0.0, max_len_b=2)  # hypotheses of at most 3 tokens
+    words = [1, 4, 5, 6]
+    candidates = [list(c) for n in range(4) for c in itertools.product(words, repeat=n)]
+    with torch.no_grad():
+        best = max(candidates, key=lambda c: sequence_log_prob(model, src, lengths, c))
+        found = beam_search([model], src, lengths, cfg)[0]
+        assert sequence_log_prob(model, src, lengths, found) >= sequence_log_prob(model, src, lengths, best) - 1e-9
+
+
+def test_beam_one_is_greedy_and_batching_changes_nothing():
+    model = random_model(seed=3, vocab=12)
+    src = torch.tensor([[4, 5, 6, 7, 8], [9, 10, 0, 0, 0], [11, 4, 4, 0, 0]])
+    lengths = torch.tensor([5, 2, 3])
+    with torch.no_grad():
+        batched = beam_search([model], src, lengths, BeamConfig(beam=1))
+        for i in range(3):
+            alone = beam_search([model], src[i : i + 1, : lengths[i]], lengths[i : i + 1], BeamConfig(beam=1))[0]
+            assert alone == batched[i]
+            greedy, state = [], model.encode(src[i : i + 1, : lengths[i]], lengths[i : i + 1])
+            token = BOS_ID
+            for _ in range(int(lengths[i] * 1.5 + 10) + 1):
+                hidden, state = model.decode(torch.tensor([[token]]), state)
+                token = int(model.output(hidden[0, -1]).argmax())
+                if token == EOS_ID:
+                    break
+                greedy.append(token)
+            assert batched[i] == greedy
+        wide = beam_search([model], src, lengths, BeamConfig(beam=5))
+        for i in range(3):
+            s, n = src[i : i + 1, : lengths[i]], lengths[i : i + 1]
+            assert sequence_log_prob(model, s, n, wide[i]) >= sequence_log_prob(model, s, n, batched[i]) - 1e-9
+
+
+def test_ensemble_of_one_model_twice_equals_the_model(tiny_checkpoint):
+    sources = (WMT / "newstest2014-plain-derived" / "newstest2014.en").read_text().splitlines()[:6]
+    single, double = Translator([tiny_checkpoint]), Translator([tiny_checkpoint, tiny_checkpoint])
+    assert single.translate(sources, BeamConfig(beam=3)) == double.translate(sources, BeamConfig(beam=3))
+    references = (WMT / "newstest2014-plain-derived" / "newstest2014.fr").read_text().splitlines()[:6]
+    assert abs(single.perplexity(sources, references) / double.perplexity(sources, references) - 1) < 1e-9
+
+
+def test_bleu_of_the_references_themselves_is_100():
+    refs = (WMT / "newstest2014-plain-derived" / "newstest2014.fr").read_text().splitlines()[:50]
+    scores = bleu(refs, refs, "fr")
+    assert scores["bleu"] == 100.0 and scores["bleu_tokenized"] == 100.0
+    assert "tok:13a" in scores["bleu_signature"]
+    assert bleu(refs[1:] + refs[:1], refs, "fr")["bleu"] < 5
+
+
+def test_translate_writes_one_line_per_input_line(tiny_checkpoint, tmp_path):
+    lines = ["The house is small.", "", "Parliament does not support the amendment.", "Hello"]
+    source = tmp_path / "in.en"
+    source.write_text("\n".join(lines) + "\n")
+    result = run_cli("translate", "--checkpoint", tiny_checkpoint, "--beam", "2", "--input", source)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split("\n")) - 1 == len(lines) and result.stdout.split("\n")[1] == ""
+
+
+def test_evaluate_prints_bleu_and_perplexity_on_sgm(tiny_checkpoint):
+    result = run_cli(
+        "evaluate",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--src",
+        SRC_SGM,
+        "--ref",
+        REF_SGM,
+        "--beam",
+        "2",
+        "--limit",
+        "40",
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"bleu", "bleu_signature", "bleu_tokenized", "perplexity", "num_sentences"} <= set(summary)
+    assert summary["num_sentences"] == 40 and 1 < summary["perplexity"] < 2000

@@ -1,9 +1,9 @@
 """Sutskever, Vinyals & Le (2014): a deep LSTM encoder–decoder with a full softmax.
 
 The encoder reads the source reversed (a switch, for the paper's ablation); the decoder starts
-from the encoder's final (h, c) of every layer. Padding never changes the answer: the encoder
-runs on packed sequences, so a sentence's final state is taken at its own last token, and the
-decoder is causal, so padding after a target cannot reach its real tokens.
+from the encoder's final (h, c) of every layer. Padding never changes the answer: every sentence's
+final encoder state is taken at its own last token, and the decoder is causal, so padding after a
+target cannot reach its real tokens.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -97,24 +96,60 @@ class Seq2Seq(nn.Module):
         """Final (h, c) of every encoder layer for each sentence, whatever the padding."""
         if self.cfg.reverse_source:
             src_tokens = reverse_padded(src_tokens, src_lengths)
-        embedded = self.src_embed(src_tokens)  # (batch, time, embed)
-        packed = pack_padded_sequence(embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, state = run_lstm(self.encoder, packed)
-        return state
+        return self._encode_by_length(self.src_embed(src_tokens), src_lengths.cpu())
+
+    def _encode_by_length(self, embedded: torch.Tensor, lengths: torch.Tensor) -> State:
+        """The encoder run in segments between the batch's distinct lengths, longest rows first.
+
+        Each segment is one plain (fused, fast) LSTM call over the rows still running, starting from
+        their state at the previous boundary; a row's final state is taken where it ends. Exactly
+        what packing computes, without the packed path's per-step fallback on CPU.
+        """
+        order = torch.argsort(lengths, descending=True, stable=True)
+        embedded, lengths = embedded[order.to(embedded.device)], lengths[order]  # (batch, time, embed)
+        finals_h, finals_c, state, start = [], [], None, 0
+        for length in torch.unique(lengths).tolist():  # ascending
+            running = int((lengths >= length).sum())
+            ending = int((lengths == length).sum())
+            if state is not None:
+                state = (state[0][:, :running], state[1][:, :running])
+            _, state = run_lstm(self.encoder, embedded[:running, start:length], state)
+            finals_h.append(state[0][:, running - ending : running])
+            finals_c.append(state[1][:, running - ending : running])
+            start = length
+        restore = torch.empty_like(order)
+        restore[order] = torch.arange(len(order))
+        restore = restore.to(embedded.device)
+        return torch.cat(finals_h[::-1], dim=1)[:, restore], torch.cat(finals_c[::-1], dim=1)[:, restore]
 
     def decode(self, decoder_in: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Top-layer hidden states (batch, time, hidden) and the state after the last step."""
         hidden, state = run_lstm(self.decoder, self.tgt_embed(decoder_in), state)
         return hidden, state
 
-    def forward(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor) -> torch.Tensor:
-        """Logits (batch, time, tgt_vocab) for teacher-forced decoder inputs."""
+    def forward(
+        self,
+        src_tokens: torch.Tensor,
+        src_lengths: torch.Tensor,
+        decoder_in: torch.Tensor,
+        target_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for teacher-forced decoder inputs: (batch, time, tgt_vocab), or (tokens, tgt_vocab)
+        for only the positions where ``target_mask`` (batch, time) is true (no softmax on padding)."""
         hidden, _ = self.decode(decoder_in, self.encode(src_tokens, src_lengths))
+        if target_mask is not None:
+            hidden = hidden[target_mask]  # (tokens, hidden)
         return self.output(hidden)
 
 
 def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy (batch, time), at least fp32; zero at padding."""
+    """Per-token cross-entropy, at least fp32, shaped like ``targets``; zero at padding.
+
+    ``logits`` is (..., vocab) with ``targets`` (...): (batch, time) or flat (tokens,).
+    """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=PAD_ID, reduction="none")
+    flat = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD_ID, reduction="none"
+    )
+    return flat.view(targets.shape)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from data_shards import ReaderConfig, ShardReader, TextBatch
-from data_shards.vocab import UNK_ID
+from data_shards.vocab import PAD_ID, UNK_ID
 from dist_train import rng
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, all_gather_objects, replicas_agree
@@ -117,9 +117,10 @@ class S2STrainer:
         src = clamp_vocab(batch.src_tokens, self.src_vocab_size)
         decoder_in, targets = teacher_forcing(clamp_vocab(batch.tgt_tokens, self.tgt_vocab_size), batch.tgt_lengths)
         lr = self.schedule.apply(self.optimizer, self.step)
+        target_mask = targets != PAD_ID
         with self.precision.autocast():
-            logits = self.model(src, batch.src_lengths, decoder_in)  # (batch, time, tgt_vocab)
-        loss_sum = token_losses(logits, targets).sum()  # nats over every target token
+            logits = self.model(src, batch.src_lengths, decoder_in, target_mask)  # (tokens, tgt_vocab)
+        loss_sum = token_losses(logits, targets[target_mask]).sum()  # nats over every target token
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward(loss_sum / len(batch))  # the paper divides the gradient by the batch size
         self.precision.unscale(self.optimizer)

@@ -169,3 +169,27 @@ def test_no_data_anywhere_says_where_wmt14_comes_from(tmp_path):
     }
     result = run_cli("s2s", "--preset", "tiny", "--run-dir", tmp_path / "run", env=env)
     assert result.returncode == 2 and "prepare-wmt14" in result.stderr and "--data-root" in result.stderr
+
+
+def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
+    result = run_cli(
+        "bench",
+        "s2s",
+        "--preset",
+        "tiny",
+        "--data",
+        newstest_small_shards,
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "threads=1",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    figures = json.loads(lines[0])
+    for key in ("words_per_s", "achieved_flops", "gemm_peak_flops", "mfu", "step_time_s"):
+        assert figures[key] > 0, key
+    assert figures["mfu"] == pytest.approx(figures["achieved_flops"] / figures["gemm_peak_flops"], rel=1e-3)
+    assert figures["threads"] == 1 and figures["preset"] == "tiny"

@@ -8,12 +8,18 @@ import platform
 import tempfile
 from pathlib import Path
 
+import torch
+
 from data_shards.bench import bench_data
+from data_shards.shard_text import ShardTextConfig, shard_text
+from dist_train.trainers.s2s import S2SConfig
+from dist_train.trainers.s2s_bench import bench_s2s
 from launcher.commands.common import print_summary, say
-from launcher.paths import shared_data
+from launcher.config import ConfigError, load_config, preset_file
+from launcher.paths import shards_home, shared_data
 
 NAME = "bench"
-TARGETS = ("data", "all")  # s2s and gan benchmarks arrive with their jobs
+TARGETS = ("data", "s2s", "all")  # the gan benchmark arrives with its job
 
 
 def add_parser(jobs) -> None:
@@ -30,20 +36,75 @@ def add_parser(jobs) -> None:
     p.add_argument("--work-dir", type=Path, default=None, help="where to write shards (default: a temporary folder)")
     p.add_argument("--workers", type=int, default=2, help="sharding worker processes")
     p.add_argument("--seconds", type=float, default=3.0, help="minimum time per read measurement")
+    p.add_argument("--preset", default=None, help="s2s: the preset to measure (default: small; all: small and paper)")
+    p.add_argument("--steps", type=int, default=0, help="s2s: timed steps (default: 10, 3 for paper)")
+    p.add_argument("--warmup", type=int, default=2, help="s2s: untimed steps first")
+    p.add_argument("--data", type=Path, default=None, help="s2s: shards (default: the giga-fren training sample)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="s2s: config overrides, e.g. precision=bf16")
     p.set_defaults(run=run, parser=p)
 
 
 def machine() -> dict:
-    return {"machine": platform.machine(), "cpus": os.cpu_count(), "processor": platform.processor() or None}
+    """The machine the figures were measured on."""
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), None)
+    return {
+        "machine": platform.machine(),
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
 
 
 def run(args: argparse.Namespace) -> int:
     data_root = args.data_root or shared_data()
     if not (data_root / "wmt14-en-fr").is_dir():
         args.parser.error(f"{data_root}: no wmt14-en-fr folder here; pass --data-root")
+    if args.target in ("data", "all"):
+        run_data(args, data_root)
+    if args.target in ("s2s", "all"):
+        for preset in [args.preset] if args.preset else (["small", "paper"] if args.target == "all" else ["small"]):
+            run_s2s(args, data_root, preset)
+    return 0
+
+
+def run_data(args: argparse.Namespace, data_root: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         work_dir = args.work_dir or Path(tmp)
         say(f"bench data: sharding and reading under {work_dir}")
         figures = bench_data(data_root, work_dir, workers=args.workers, min_seconds=args.seconds)
     print_summary({"bench": "data", **figures, **machine()})
-    return 0
+
+
+def giga_fren_shards(data_root: Path) -> Path:
+    """The 27k-pair giga-fren training sample (the peers' benchmark data), sharded once."""
+    out = shards_home() / "giga-fren-train"
+    if not (out / "manifest.json").is_file():
+        base = data_root / "wmt14-en-fr" / "train-giga-fren-head30000" / "original-split"
+        say(f"bench s2s: sharding {base} into {out} (once)")
+        shard_text(ShardTextConfig(src=(base / "train.en",), tgt=(base / "train.fr",), out=out, overwrite=True))
+    return out
+
+
+def run_s2s(args: argparse.Namespace, data_root: Path, preset: str) -> None:
+    try:
+        cfg = load_config(S2SConfig, files=[preset_file("s2s", preset)], overrides=args.overrides)
+    except ConfigError as err:
+        args.parser.error(str(err))
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    data = args.data or giga_fren_shards(data_root)
+    steps = args.steps or (3 if preset == "paper" else 10)
+    say(
+        f"bench s2s: preset {preset}, {steps} timed steps after {args.warmup} warm-up, {torch.get_num_threads()} threads"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-s2s-") as tmp:
+        figures = bench_s2s(cfg, data, Path(tmp), steps=steps, warmup=args.warmup)
+    print_summary({"bench": "s2s", "preset": preset, **figures, **machine()})

@@ -120,4 +120,5 @@ def test_evaluate_prints_bleu_and_perplexity_on_sgm(tiny_checkpoint):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"bleu", "bleu_signature", "bleu_tokenized", "perplexity", "num_sentences"} <= set(summary)
+    assert summary["bleu_copy_baseline"] > 1, "English copied into French shares names, numbers, punctuation"
     assert summary["num_sentences"] == 40 and 1 < summary["perplexity"] < 2000

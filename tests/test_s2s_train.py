@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 
 from dist_train.checkpoint import Checkpointer, load_checkpoint
-from dist_train.schedule import HalvingSchedule, OptimConfig
+from dist_train.optim import HalvingSchedule, OptimConfig
 from launcher.main import main
 
 

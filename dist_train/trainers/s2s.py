@@ -21,9 +21,9 @@ from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, all_gather_objects, replicas_agree
 from dist_train.metrics import Sinks
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig, teacher_forcing, token_losses
+from dist_train.optim import HalvingSchedule, OptimConfig, build_optimizer
 from dist_train.parallel.data_parallel import unwrap, wrap_data_parallel
 from dist_train.precision import MixedPrecision
-from dist_train.schedule import HalvingSchedule, OptimConfig
 from dist_train.trainers.loop import Deadline, IntervalMeter, TrainConfig, agree
 
 
@@ -78,7 +78,7 @@ class S2STrainer:
         self.src_vocab_size, self.tgt_vocab_size = vocab_sizes(cfg.vocab, reader.shards.manifest)
         model = Seq2Seq(cfg.model, src_vocab_size=self.src_vocab_size, tgt_vocab_size=self.tgt_vocab_size)
         self.model = wrap_data_parallel(model.to(topology.device), topology)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr)
+        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.schedule = HalvingSchedule(cfg.optim, steps_per_epoch=len(reader))
         self.precision = MixedPrecision(cfg.train.precision, topology.device)
         self.total_steps = cfg.train.total_steps(len(reader))

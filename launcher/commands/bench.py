@@ -102,9 +102,8 @@ def run_s2s(args: argparse.Namespace, data_root: Path, preset: str) -> None:
         torch.set_num_threads(cfg.train.threads)
     data = args.data or giga_fren_shards(data_root)
     steps = args.steps or (3 if preset == "paper" else 10)
-    say(
-        f"bench s2s: preset {preset}, {steps} timed steps after {args.warmup} warm-up, {torch.get_num_threads()} threads"
-    )
+    threads = torch.get_num_threads()
+    say(f"bench s2s: preset {preset}, {steps} timed steps after {args.warmup} warm-up, {threads} threads")
     with tempfile.TemporaryDirectory(prefix="bench-s2s-") as tmp:
         figures = bench_s2s(cfg, data, Path(tmp), steps=steps, warmup=args.warmup)
     print_summary({"bench": "s2s", "preset": preset, **figures, **machine()})

@@ -1,4 +1,5 @@
-"""Learning-rate schedules: the paper's halving, by epochs (its recipe) or by steps (short runs)."""
+"""Optimizers and learning-rate schedules: the paper's plain SGD with its halving schedule, by epochs
+(its recipe) or by steps (short runs); Adam for the small models that must learn in minutes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
+    name: Literal["sgd", "adam"] = "sgd"  # the paper: plain SGD, no momentum
     lr: float = 0.7
     max_grad_norm: float = 5.0  # clip the (batch-averaged) gradient's L2 norm; 0: no clipping
     schedule: Literal["epochs", "steps", "constant"] = "epochs"
@@ -26,6 +28,12 @@ class OptimConfig:
             raise ValueError("optim.halve_every_epochs must be positive")
         if self.schedule == "steps" and (self.halve_after_steps < 0 or self.halve_every_steps <= 0):
             raise ValueError("schedule=steps needs optim.halve_every_steps > 0 and optim.halve_after_steps >= 0")
+
+
+def build_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    return torch.optim.SGD(params, lr=cfg.lr)
 
 
 class HalvingSchedule:

@@ -15,7 +15,7 @@ def bleu(hypotheses: list[str], references: list[str], tgt_lang: str) -> dict:
     def tok(line: str) -> str:
         return " ".join(moses.tokenize(line, escape=False))
 
-    tokenized = sacrebleu.BLEU(tokenize="none").corpus_score(
+    tokenized = sacrebleu.BLEU(tokenize="none", force=True).corpus_score(
         [tok(h) for h in hypotheses], [[tok(r) for r in references]]
     )
     return {
@@ -23,3 +23,8 @@ def bleu(hypotheses: list[str], references: list[str], tgt_lang: str) -> dict:
         "bleu_signature": str(metric.get_signature()),
         "bleu_tokenized": round(tokenized.score, 2),
     }
+
+
+def copy_baseline_bleu(sources: list[str], references: list[str]) -> float:
+    """sacreBLEU of the untranslated sources: what a model must clearly beat to have learned anything."""
+    return round(sacrebleu.BLEU().corpus_score(sources, [references]).score, 2)

@@ -13,7 +13,7 @@ from data_shards.errors import DataError
 from data_shards.textio import TextSource, detect_format
 from dist_train.checkpoint import Checkpointer
 from dist_train.decoding import BeamConfig
-from dist_train.evaluation import bleu
+from dist_train.evaluation import bleu, copy_baseline_bleu
 from dist_train.translation import Translator
 from launcher.commands.common import make_config, print_summary, say
 
@@ -123,6 +123,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         {
             "job": "evaluate",
             **scores,
+            "bleu_copy_baseline": copy_baseline_bleu(sources, references),
             "perplexity": round(perplexity, 4),
             "num_sentences": len(sources),
             "beam": beam.beam,

@@ -60,7 +60,7 @@ def training_pairs(root: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     return tuple(sources), tuple(targets)
 
 
-def test_set(root: Path, year: int = 2014) -> tuple[Path, Path]:
+def find_test_set(root: Path, year: int = 2014) -> tuple[Path, Path]:
     """newstest<year> (SGM preferred, as WMT distributes it; else plain) as (source, reference)."""
     found = sorted(root.rglob(f"newstest{year}*"))
     for src_pattern, ref_pattern in ((r"src\.en\.sgm$", r"ref\.fr\.sgm$"), (r"\.en$", r"\.fr$")):

@@ -9,9 +9,9 @@ import argparse
 import sys
 
 from data_shards.errors import DataError
-from launcher.commands import bench, s2s, shard_images, shard_text, translate
+from launcher.commands import bench, prepare_wmt14, s2s, shard_images, shard_text, translate
 
-JOBS = (shard_text, shard_images, s2s, translate, bench)
+JOBS = (shard_text, shard_images, prepare_wmt14, s2s, translate, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

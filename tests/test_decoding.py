@@ -122,3 +122,14 @@ def test_evaluate_prints_bleu_and_perplexity_on_sgm(tiny_checkpoint):
     assert {"bleu", "bleu_signature", "bleu_tokenized", "perplexity", "num_sentences"} <= set(summary)
     assert summary["bleu_copy_baseline"] > 1, "English copied into French shares names, numbers, punctuation"
     assert summary["num_sentences"] == 40 and 1 < summary["perplexity"] < 2000
+
+
+def test_evaluate_defaults_to_newstest2014(tiny_checkpoint, tmp_path):
+    result = run_cli(
+        "evaluate", "--checkpoint", tiny_checkpoint.parent.parent, "--beam", "1", "--limit", "5", "--no-progress"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["num_sentences"] == 5 and summary["checkpoints"] == [str(tiny_checkpoint)]
+    half = run_cli("evaluate", "--checkpoint", tiny_checkpoint, "--src", SRC_SGM)
+    assert half.returncode == 2 and "give both --src and --ref" in half.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,11 +12,13 @@ import torch
 
 from data_shards.errors import DataError
 from data_shards.textio import TextSource, detect_format
+from data_shards.wmt14 import find_test_set, wmt14_root
 from dist_train.checkpoint import Checkpointer
 from dist_train.decoding import BeamConfig
 from dist_train.evaluation import bleu, copy_baseline_bleu
 from dist_train.translation import Translator
 from launcher.commands.common import make_config, print_summary, say
+from launcher.paths import shared_data
 
 
 def add_decoding_flags(p: argparse.ArgumentParser) -> None:
@@ -60,8 +63,9 @@ def add_parser(jobs) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_decoding_flags(e)
-    e.add_argument("--src", type=Path, required=True, help="source sentences (plain, .gz or SGM)")
-    e.add_argument("--ref", type=Path, required=True, help="reference translations, aligned with --src")
+    e.add_argument("--src", type=Path, default=None, help="source sentences (plain, .gz or SGM); default newstest2014")
+    e.add_argument("--ref", type=Path, default=None, help="reference translations, aligned with --src")
+    e.add_argument("--data-root", type=Path, default=None, help="where to find newstest2014 when --src is not given")
     e.add_argument("--limit", type=int, default=0, help="only the first N sentences (0: all)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(run=run_evaluate, parser=e)
@@ -105,6 +109,10 @@ def run_translate(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     model, beam = translator(args)
+    if (args.src is None) != (args.ref is None):
+        args.parser.error("give both --src and --ref, or neither (newstest2014)")
+    if args.src is None:
+        args.src, args.ref = find_test_set(wmt14_root(args.data_root, dict(os.environ), shared_data()))
     sources, references = read_sentences(args.src), read_sentences(args.ref)
     if len(sources) != len(references):
         raise DataError(args.src, f"has {len(sources)} sentences but {args.ref} has {len(references)}")

@@ -12,9 +12,10 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data_shards.batches import COLLATE
+from data_shards.batches import COLLATE, as_torch
 from data_shards.errors import DataError
 from data_shards.manifest import load_manifest
 from data_shards.plan import EpochPlan, ReaderConfig, plan_epoch
@@ -68,30 +69,48 @@ class ShardSet:
         return samples
 
 
-class _WorkerStream(IterableDataset):
-    """Runs in a DataLoader worker: yields (position, batch) for its share of the plan."""
+def _as_sent(item):
+    """The DataLoader's per-item hook: keep the worker's numpy arrays as they are."""
+    return item
 
-    def __init__(self, folder: Path, cfg: ReaderConfig, plan: EpochPlan, replica: int, start: int) -> None:
-        self.folder, self.cfg, self.plan, self.replica, self.start = folder, cfg, plan, replica, start
+
+class _WorkerStream(IterableDataset):
+    """Runs in a DataLoader worker: yields (position, batch) for its share of the plan.
+
+    Workers persist across epochs; ``cursor`` (epoch, first position), in shared memory, tells
+    each new iteration where to start, and every worker derives the epoch's plan itself.
+    """
+
+    def __init__(self, folder: Path, cfg: ReaderConfig, lengths: np.ndarray, replica: int, num_replicas: int) -> None:
+        self.folder, self.cfg, self.lengths = folder, cfg, lengths
+        self.replica, self.num_replicas = replica, num_replicas
+        self.cursor = torch.zeros(2, dtype=torch.int64).share_memory_()
+        self._plan: tuple[int, EpochPlan] | None = None
+
+    def plan(self, shards: ShardSet, epoch: int) -> EpochPlan:
+        if self._plan is None or self._plan[0] != epoch:
+            plan = plan_epoch(shards.sizes, self.lengths, self.cfg, epoch=epoch, num_replicas=self.num_replicas)
+            self._plan = (epoch, plan)
+        return self._plan[1]
 
     def __iter__(self):
         """A bad shard is sent as an item: the DataLoader would turn the DataError into a RuntimeError."""
         try:
-            yield from self._batches()
+            yield from self._batches(*self.cursor.tolist())
         except DataError as err:
             yield -1, err
 
-    def _batches(self):
+    def _batches(self, epoch: int, start: int):
         info = get_worker_info()
         worker = info.id if info is not None else None
         shards = ShardSet(self.folder, self.cfg.verify_sha256)
-        collate = COLLATE[shards.kind]
+        collate, plan = COLLATE[shards.kind], self.plan(shards, epoch)
         mine = [
             (pos, w, j)
-            for pos, (w, j) in enumerate(self.plan.order(self.replica))
-            if pos >= self.start and (worker is None or w == worker)
+            for pos, (w, j) in enumerate(plan.order(self.replica))
+            if pos >= start and (worker is None or w == worker)
         ]
-        batches = self.plan.batches[self.replica]
+        batches = plan.batches[self.replica]
         last_use = {}
         for k, (_, w, j) in enumerate(mine):
             for shard in np.unique(shards.shard_of(batches[w][j])):
@@ -104,7 +123,7 @@ class _WorkerStream(IterableDataset):
                 if int(shard) not in loaded:
                     loaded[int(shard)] = shards.load(int(shard))
             samples = [loaded[int(s)][int(i - shards.starts[s])] for s, i in zip(owners, ids)]
-            yield pos, collate(samples, ids)
+            yield pos, collate(samples, ids, self.cfg.with_text)
             for shard in [s for s, last in last_use.items() if last == k and s in loaded]:
                 del loaded[shard]
 
@@ -118,43 +137,47 @@ class ShardReader:
         self.folder, self.cfg = Path(folder), cfg
         self.replica_rank, self.num_replicas = replica_rank, num_replicas
         self.shards = ShardSet(self.folder, verify_sha256=False)
-        self._lengths = self.shards.bucket_lengths()
         self.epoch, self.position = 0, 0
-        self._plan_cache: tuple[int, EpochPlan] | None = None
+        self._stream = _WorkerStream(self.folder, cfg, self.shards.bucket_lengths(), replica_rank, num_replicas)
+        self._loader: DataLoader | None = None
 
     @property
     def kind(self) -> str:
         return self.shards.kind
 
-    def plan(self, epoch: int | None = None) -> EpochPlan:
-        epoch = self.epoch if epoch is None else epoch
-        if self._plan_cache is None or self._plan_cache[0] != epoch:
-            plan = plan_epoch(self.shards.sizes, self._lengths, self.cfg, epoch=epoch, num_replicas=self.num_replicas)
-            self._plan_cache = (epoch, plan)
-        return self._plan_cache[1]
+    def plan(self) -> EpochPlan:
+        return self._stream.plan(self.shards, self.epoch)
 
     def __len__(self) -> int:
         """Batches per epoch for this replica: the same on every replica."""
         return self.plan().num_batches(self.replica_rank)
 
+    def _batches(self):
+        """(position, batch) from the workers, which stay alive from one epoch to the next."""
+        self._stream.cursor.copy_(torch.tensor([self.epoch, self.position]))
+        if self._loader is None:
+            workers = self.cfg.num_workers
+            self._loader = DataLoader(
+                self._stream,
+                batch_size=None,
+                collate_fn=_as_sent,
+                num_workers=workers,
+                prefetch_factor=4 if workers else None,
+                persistent_workers=workers > 0,
+            )
+        return iter(self._loader)
+
     def __iter__(self):
         """The rest of the current epoch, in plan order; then the epoch advances."""
-        stream = _WorkerStream(self.folder, self.cfg, self.plan(), self.replica_rank, self.position)
-        loader = DataLoader(
-            stream,
-            batch_size=None,
-            num_workers=self.cfg.num_workers,
-            prefetch_factor=4 if self.cfg.num_workers else None,
-        )
         waiting = {}
-        for position, batch in loader:
+        for position, batch in self._batches():
             if isinstance(batch, DataError):
                 raise batch
             waiting[position] = batch
             while self.position in waiting:
                 batch = waiting.pop(self.position)
                 self.position += 1
-                yield batch
+                yield as_torch(batch)
         if self.position != len(self):
             raise RuntimeError(f"reader stopped at batch {self.position} of {len(self)}")
         self.epoch, self.position = self.epoch + 1, 0

@@ -129,3 +129,10 @@ def test_altered_or_truncated_shards_are_refused(newstest_small_shards, tmp_path
     reader = ShardReader(copy, ReaderConfig(batch_size=64, num_workers=2))
     with pytest.raises(DataError, match="shard-000002.tar"):
         list(reader)
+
+
+def test_text_comes_with_the_ids_only_when_asked(newstest_small_shards):
+    plain = next(iter(ShardReader(newstest_small_shards, ReaderConfig(batch_size=8, num_workers=0))))
+    texts = next(iter(ShardReader(newstest_small_shards, ReaderConfig(batch_size=8, num_workers=0, with_text=True))))
+    assert plain.src_text == [] and len(texts.src_text) == len(texts) == 8
+    assert texts.sample_ids.tolist() == plain.sample_ids.tolist() and all(texts.tgt_text)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from data_shards.vocab import BOS_ID, EOS_ID
+from data_shards.vocab import BOS_ID, EOS_ID, UNK_ID
 from dist_train.models.seq2seq import Seq2Seq
 
 
@@ -22,6 +22,7 @@ class BeamConfig:
     max_len_a: float = 1.5  # a hypothesis may be at most a·source_length + b tokens long
     max_len_b: int = 10
     length_penalty: float = 0.0  # GNMT's α: score / ((5 + len) / 6)^α; 0 ranks by log-probability (the paper)
+    unk_penalty: float = 0.0  # subtracted from log p(<unk>) at every step (fairseq's --unkpen); inf forbids it
 
     def __post_init__(self) -> None:
         if self.beam < 1:
@@ -62,6 +63,8 @@ def beam_search(
     done = [False] * batch
     for step in range(max(max_len) + 1):
         log_probs = _step_log_probs(models, last, states)  # (batch·k, vocab)
+        if cfg.unk_penalty:
+            log_probs[:, UNK_ID] -= cfg.unk_penalty
         vocab = log_probs.shape[1]
         candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (batch, 2k)

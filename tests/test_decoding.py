@@ -133,3 +133,13 @@ def test_evaluate_defaults_to_newstest2014(tiny_checkpoint, tmp_path):
     assert summary["num_sentences"] == 5 and summary["checkpoints"] == [str(tiny_checkpoint)]
     half = run_cli("evaluate", "--checkpoint", tiny_checkpoint, "--src", SRC_SGM)
     assert half.returncode == 2 and "give both --src and --ref" in half.stderr
+
+
+def test_unk_penalty_keeps_unk_out_of_the_output():
+    model = random_model(seed=1, vocab=9)
+    with torch.no_grad():
+        model.output.bias[1] += 20.0  # make <unk> the most likely word everywhere
+    src, lengths = torch.tensor([[4, 5, 6, 7]]), torch.tensor([4])
+    with torch.no_grad():
+        assert 1 in beam_search([model], src, lengths, BeamConfig(beam=3))[0]
+        assert 1 not in beam_search([model], src, lengths, BeamConfig(beam=3, unk_penalty=float("inf")))[0]

@@ -37,6 +37,12 @@ def add_decoding_flags(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="GNMT alpha; 0 ranks hypotheses by log-probability, as the paper",
     )
+    p.add_argument(
+        "--unk-penalty",
+        type=float,
+        default=0.0,
+        help="subtract this from log p(<unk>) at every step; inf never emits <unk>",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="sentences decoded together")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
 
@@ -79,7 +85,9 @@ def translator(args) -> tuple[Translator, BeamConfig]:
     if args.threads:
         torch.set_num_threads(args.threads)
     checkpoints = [newest_in(path) for path in args.checkpoint]
-    beam = make_config(args.parser, BeamConfig, beam=args.beam, length_penalty=args.length_penalty)
+    beam = make_config(
+        args.parser, BeamConfig, beam=args.beam, length_penalty=args.length_penalty, unk_penalty=args.unk_penalty
+    )
     return Translator(checkpoints), beam
 
 

@@ -35,8 +35,14 @@ class Remote:
     members: str = ""  # a regex: the archive members to unpack (the English–French files only)
 
     @property
+    def site_path(self) -> str:
+        """The archive's path on its site (``wmt13/test.tgz``): its path under a ``--mirror`` too."""
+        return urlparse(self.url).path.lstrip("/")
+
+    @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[1]
+        """The local name: two WMT years both publish a ``test.tgz``."""
+        return f"{self.corpus}-{self.url.rsplit('/', 1)[1]}"
 
 
 # The paper's training corpora (WMT'14 en-fr: the 12M-pair selection was drawn from these), its
@@ -152,7 +158,7 @@ def fetch(
     final = folder / remote.filename
     if final.is_file():
         return final
-    url = f"{mirror.rstrip('/')}/{remote.filename}" if mirror else remote.url
+    url = f"{mirror.rstrip('/')}/{remote.site_path}" if mirror else remote.url
     partial = final.with_name(final.name + ".part")
     offset = partial.stat().st_size if partial.is_file() else 0
     stream, resumed, total = _open_from(url, offset)

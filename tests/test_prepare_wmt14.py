@@ -11,8 +11,9 @@ from conftest import WMT, run_cli
 
 from data_shards.wmt14 import find_test_set, training_pairs
 
-EUROPARL = "training-parallel-europarl-v7.tgz"
-TEST_FULL = "test-full.tgz"
+EUROPARL = "wmt13/training-parallel-europarl-v7.tgz"
+TEST_FULL = "wmt14/test-full.tgz"
+LOCAL = {EUROPARL: "europarl-v7-training-parallel-europarl-v7.tgz"}
 
 
 def add(tar, name, data):
@@ -22,7 +23,8 @@ def add(tar, name, data):
 
 
 def make_mirror(folder):
-    folder.mkdir()
+    (folder / "wmt13").mkdir(parents=True)
+    (folder / "wmt14").mkdir()
     europarl = WMT / "train-europarl-v7-head3000"
     with tarfile.open(folder / EUROPARL, "w:gz") as tar:
         for lang in ("en", "fr"):
@@ -32,8 +34,8 @@ def make_mirror(folder):
         for name in ("newstest2014-fren-src.en.sgm", "newstest2014-fren-ref.fr.sgm"):
             add(tar, f"test-full/{name}", (WMT / "newstest2014-sgm" / name).read_bytes())
     sums = {
-        n: {"sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest(), "size": (folder / n).stat().st_size}
-        for n in (EUROPARL, TEST_FULL)
+        corpus: {"sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest(), "size": (folder / n).stat().st_size}
+        for corpus, n in (("europarl-v7", EUROPARL), ("newstest2014", TEST_FULL))
     }
     (folder / "sums.json").write_text(json.dumps(sums))
     return folder
@@ -74,18 +76,25 @@ def test_an_interrupted_download_resumes(tmp_path):
     archives = tmp_path / "wmt14" / "archives"
     archives.mkdir(parents=True)
     data = (mirror / EUROPARL).read_bytes()
-    (archives / f"{EUROPARL}.part").write_bytes(data[: len(data) // 2])
+    (archives / f"{LOCAL[EUROPARL]}.part").write_bytes(data[: len(data) // 2])
     result = prepare(tmp_path / "wmt14", mirror, "--keep-archives")
     assert result.returncode == 0, result.stderr
     assert f"resuming at byte {len(data) // 2}" in result.stderr
-    assert (archives / EUROPARL).read_bytes() == data
+    assert (archives / LOCAL[EUROPARL]).read_bytes() == data
 
 
 def test_a_checksum_mismatch_is_refused_and_nothing_kept(tmp_path):
     mirror = make_mirror(tmp_path / "mirror")
     sums = json.loads((mirror / "sums.json").read_text())
-    sums[EUROPARL]["sha256"] = "0" * 64
+    sums["europarl-v7"]["sha256"] = "0" * 64
     (mirror / "sums.json").write_text(json.dumps(sums))
     result = prepare(tmp_path / "wmt14", mirror)
-    assert result.returncode == 2 and EUROPARL in result.stderr and "sha256" in result.stderr
+    assert result.returncode == 2 and LOCAL[EUROPARL] in result.stderr and "sha256" in result.stderr
     assert not list((tmp_path / "wmt14" / "archives").iterdir())
+
+
+def test_every_archive_has_its_own_local_name_and_a_published_checksum():
+    from data_shards.download import WMT14_EN_FR
+
+    assert len({r.filename for r in WMT14_EN_FR}) == len({r.site_path for r in WMT14_EN_FR}) == len(WMT14_EN_FR)
+    assert all(r.sha256 or r.md5 for r in WMT14_EN_FR)

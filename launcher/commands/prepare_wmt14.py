@@ -31,7 +31,8 @@ def add_parser(jobs) -> None:
         "--mirror",
         default=None,
         metavar="URL",
-        help="fetch every archive by name from this base URL instead (http://, https:// or file://)",
+        help="fetch every archive from this base URL instead, at its path on the official site "
+        "(e.g. BASE/wmt13/training-parallel-europarl-v7.tgz); http://, https:// or file://",
     )
     p.add_argument(
         "--checksums",
@@ -54,7 +55,7 @@ def selected(args: argparse.Namespace) -> list[Remote]:
     remotes = []
     for remote in WMT14_EN_FR:
         if remote.corpus in names:
-            given = overrides.get(remote.filename)
+            given = overrides.get(remote.corpus)
             if given is not None:
                 remote = dataclasses.replace(
                     remote, sha256=given.get("sha256"), md5=given.get("md5"), size=given.get("size")

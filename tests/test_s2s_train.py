@@ -193,3 +193,20 @@ def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
         assert figures[key] > 0, key
     assert figures["mfu"] == pytest.approx(figures["achieved_flops"] / figures["gemm_peak_flops"], rel=1e-3)
     assert figures["threads"] == 1 and figures["preset"] == "tiny"
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp16_asks_for_a_gpu(newstest_small_shards, tmp_path):
+    s2s(newstest_small_shards, tmp_path / "bf16", "max_steps=3", "precision=bf16")
+    assert all(0 < loss < 10 for loss in losses(tmp_path / "bf16").values())
+    result = run_cli(
+        "s2s",
+        "--preset",
+        "tiny",
+        "--data",
+        newstest_small_shards,
+        "--run-dir",
+        tmp_path / "fp16",
+        "precision=fp16",
+        "max_steps=1",
+    )
+    assert result.returncode == 2 and "precision=fp16 needs a GPU" in result.stderr and "Traceback" not in result.stderr

@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train(args, cfg: S2SConfig, topology: distributed.Topology, data: Path) -> int:
+    if cfg.train.precision == "fp16" and topology.device.type != "cuda":
+        args.parser.error("precision=fp16 needs a GPU (use bf16 on CPU)")
     threads = set_threads(cfg.train.threads, topology)
     rng.seed_everything(cfg.train.seed)
     run_dir = args.run_dir or PROJECT_ROOT / "runs" / f"{NAME}-{args.preset}"

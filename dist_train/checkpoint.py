@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from data_shards.errors import DataError
+
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 
 
@@ -76,5 +78,5 @@ def resolve_resume(resume: str, checkpointer: Checkpointer) -> Path | None:
         return checkpointer.latest()
     path = Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
+        raise DataError(path, "no such checkpoint (--resume takes auto, never or a checkpoint file)")
     return path

@@ -210,3 +210,19 @@ def test_bf16_autocast_trains_on_cpu_and_fp16_asks_for_a_gpu(newstest_small_shar
         "max_steps=1",
     )
     assert result.returncode == 2 and "precision=fp16 needs a GPU" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_resume_from_a_missing_checkpoint_is_one_clear_error(newstest_small_shards, tmp_path):
+    result = run_cli(
+        "s2s",
+        "--preset",
+        "tiny",
+        "--data",
+        newstest_small_shards,
+        "--run-dir",
+        tmp_path / "run",
+        "--resume",
+        tmp_path / "nope.pt",
+    )
+    assert result.returncode == 2 and "nope.pt: no such checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr

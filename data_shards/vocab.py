@@ -8,6 +8,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -45,3 +49,9 @@ class Vocab:
     @classmethod
     def load(cls, path: Path) -> Vocab:
         return cls(path.read_text(encoding="utf-8").split("\n")[:-1])
+
+
+def clamp_vocab(tokens: torch.Tensor, size: int) -> torch.Tensor:
+    """Ids past the first ``size`` entries become <unk>: vocabularies are sorted by frequency, so
+    this keeps the ``size`` most frequent."""
+    return tokens.masked_fill(tokens >= size, UNK_ID)

@@ -41,14 +41,14 @@ class ProgressBarSink:
 
     def __init__(self, *, total: int, initial: int, shown: dict[str, str], desc: str) -> None:
         self.shown = shown  # figure name → format, e.g. {"words_per_s": "{:,.0f}"}
+        self.latest: dict = {}  # figures arrive in several records (training, dev): show the newest of each
         self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def write(self, step: int, figures: dict) -> None:
         self._bar.update(step - self._bar.n)
-        self._bar.set_postfix_str(
-            " ".join(f"{name}={fmt.format(figures[name])}" for name, fmt in self.shown.items() if name in figures),
-            refresh=True,
-        )
+        self.latest.update(figures)
+        shown = [f"{name}={fmt.format(self.latest[name])}" for name, fmt in self.shown.items() if name in self.latest]
+        self._bar.set_postfix_str(" ".join(shown), refresh=True)
 
     def close(self) -> None:
         self._bar.close()

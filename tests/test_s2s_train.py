@@ -17,7 +17,8 @@ from launcher.main import main
 
 
 def losses(run_dir):
-    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "train.jsonl").read_text().splitlines())}
+    records = map(json.loads, (run_dir / "train.jsonl").read_text().splitlines())
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
 def s2s(data, run_dir, *overrides, resume="auto"):
@@ -226,3 +227,38 @@ def test_resume_from_a_missing_checkpoint_is_one_clear_error(newstest_small_shar
     )
     assert result.returncode == 2 and "nope.pt: no such checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_dev_perplexity_is_logged_and_reported(newstest_small_shards, tmp_path, data_root):
+    from data_shards import ShardTextConfig, shard_text
+
+    dev_dir = data_root / "wmt14-en-fr" / "dev-sgm"
+    shard_text(
+        ShardTextConfig(
+            src=(dev_dir / "newstest2013-src.en.sgm",),
+            tgt=(dev_dir / "newstest2013-ref.fr.sgm",),
+            out=tmp_path / "dev",
+            vocab_from=newstest_small_shards,
+            progress=False,
+        )
+    )
+    args = [
+        "s2s",
+        "--preset",
+        "tiny",
+        "--data",
+        newstest_small_shards,
+        "--dev",
+        tmp_path / "dev",
+        "--run-dir",
+        tmp_path / "run",
+        "max_steps=10",
+        "eval.every_steps=5",
+        "threads=1",
+    ]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "train.jsonl").read_text().splitlines()]
+    dev = [(r["step"], r["dev_ppl"]) for r in records if "dev_ppl" in r]
+    assert [step for step, _ in dev] == [5, 10] and dev[1][1] < dev[0][1] < 2000
+    assert json.loads(result.stdout.strip().splitlines()[-1])["dev_ppl"] == dev[1][1]

@@ -15,16 +15,17 @@ from pathlib import Path
 import torch
 
 from data_shards import ReaderConfig, ShardReader, TextBatch
-from data_shards.vocab import PAD_ID, UNK_ID
 from dist_train import rng
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, all_gather_objects, replicas_agree
 from dist_train.metrics import Sinks
-from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig, teacher_forcing, token_losses
+from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig, token_losses
 from dist_train.optim import HalvingSchedule, OptimConfig, build_optimizer
 from dist_train.parallel.data_parallel import unwrap, wrap_data_parallel
 from dist_train.precision import MixedPrecision
 from dist_train.trainers.loop import Deadline, IntervalMeter, TrainConfig, agree
+from dist_train.trainers.s2s_batch import model_inputs
+from dist_train.trainers.s2s_eval import DevEvaluator, EvalConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,16 +43,12 @@ class S2SConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: ReaderConfig = field(default_factory=ReaderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def vocab_sizes(cfg: VocabConfig, manifest: dict) -> tuple[int, int]:
     src, tgt = manifest["vocab"]["src"]["size"], manifest["vocab"]["tgt"]["size"]
     return (min(src, cfg.src_vocab_size or src), min(tgt, cfg.tgt_vocab_size or tgt))
-
-
-def clamp_vocab(tokens: torch.Tensor, size: int) -> torch.Tensor:
-    """Ids past the kept vocabulary become <unk> (vocabularies are sorted by frequency)."""
-    return tokens.masked_fill(tokens >= size, UNK_ID)
 
 
 @dataclass
@@ -72,6 +69,7 @@ class S2STrainer:
         checkpointer: Checkpointer,
         sinks: Sinks,
         extra_state: dict,
+        dev_reader: ShardReader | None = None,
     ) -> None:
         self.cfg, self.topology, self.reader = cfg, topology, reader
         self.checkpointer, self.sinks, self.extra_state = checkpointer, sinks, extra_state
@@ -84,6 +82,9 @@ class S2STrainer:
         self.total_steps = cfg.train.total_steps(len(reader))
         self.step, self.words_seen, self.train_seconds = 0, 0, 0.0
         self.meter = IntervalMeter(("loss_sum", "target_tokens", "words"))
+        sizes = (self.src_vocab_size, self.tgt_vocab_size)
+        self.evaluator = dev_reader and DevEvaluator(cfg.eval, dev_reader, topology, self.precision, sizes)
+        self.dev_figures: dict = {}
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -99,6 +100,9 @@ class S2STrainer:
                 if stop:
                     break
         self.train_seconds += time.monotonic() - started
+        if self.evaluator is not None:
+            self.dev_figures = self.evaluator.run(unwrap(self.model))
+            self.sinks.write(self.step, self.dev_figures)
         self.save()
         return self.summary()
 
@@ -110,28 +114,28 @@ class S2STrainer:
             self.log(result)
         if checkpoint_due and not (finished or time_up):
             self.save()
+        if self.evaluator is not None and not (finished or time_up):
+            figures = self.evaluator.maybe_run(self.step, unwrap(self.model))
+            if figures:
+                self.sinks.write(self.step, figures)
         return finished or time_up
 
     def train_step(self, batch: TextBatch) -> StepResult:
-        batch = batch.to(self.topology.device)
-        src = clamp_vocab(batch.src_tokens, self.src_vocab_size)
-        decoder_in, targets = teacher_forcing(clamp_vocab(batch.tgt_tokens, self.tgt_vocab_size), batch.tgt_lengths)
+        inputs = model_inputs(batch, (self.src_vocab_size, self.tgt_vocab_size), self.topology.device)
         lr = self.schedule.apply(self.optimizer, self.step)
-        target_mask = targets != PAD_ID
         with self.precision.autocast():
-            logits = self.model(src, batch.src_lengths, decoder_in, target_mask)  # (tokens, tgt_vocab)
-        loss_sum = token_losses(logits, targets[target_mask]).sum()  # nats over every target token
+            logits = self.model(inputs.src_tokens, inputs.src_lengths, inputs.decoder_in, inputs.target_mask)
+        loss_sum = token_losses(logits, inputs.targets).sum()  # nats over every target token, </s> included
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward(loss_sum / len(batch))  # the paper divides the gradient by the batch size
         self.precision.unscale(self.optimizer)
         max_norm = self.cfg.optim.max_grad_norm or math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         self.precision.step(self.optimizer)
-        target_tokens = int(batch.tgt_lengths.sum()) + len(batch)
         return StepResult(
             loss_sum=float(loss_sum.detach()),
-            target_tokens=target_tokens,
-            words=int(batch.src_lengths.sum()) + target_tokens,
+            target_tokens=inputs.num_targets,
+            words=int(inputs.src_lengths.sum()) + inputs.num_targets,
             grad_norm=float(grad_norm),
             lr=lr,
         )
@@ -197,4 +201,5 @@ class S2STrainer:
             "words_seen": self.words_seen,
             "train_seconds": round(self.train_seconds, 2),
             "words_per_s": round(self.words_seen / max(self.train_seconds, 1e-9), 1),
+            **self.dev_figures,
         }

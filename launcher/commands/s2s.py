@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import torch
 
+from data_shards.errors import DataError
 from data_shards.reader import ShardReader
 from data_shards.shard_text import ShardTextConfig, shard_text
 from data_shards.vocab import Vocab
-from data_shards.wmt14 import training_pairs, wmt14_root
+from data_shards.wmt14 import find_test_set, training_pairs, wmt14_root
 from dist_train import distributed, rng
 from dist_train.checkpoint import Checkpointer, load_checkpoint, resolve_resume
 from dist_train.metrics import JsonlSink, ProgressBarSink, Sinks
@@ -43,6 +45,14 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str) -> 
         default=None,
         metavar="DIR",
         help="raw corpora to shard when --data is not given (else $WMT14_ROOT, else ../shared/data)",
+    )
+    p.add_argument(
+        "--dev",
+        type=Path,
+        default=None,
+        metavar="SHARD_DIR",
+        help="dev shards (same vocabulary): perplexity every eval.every_steps and at the end; "
+        "default with --data unset: newstest2013",
     )
     p.add_argument("--run-dir", type=Path, default=None, metavar="DIR", help="default: runs/<job>-<preset>")
     p.add_argument(
@@ -92,29 +102,55 @@ def vocab_state(manifest: dict, data: Path, sizes: tuple[int, int]) -> dict:
     return {"tokens": tokens, "tokenizer": manifest["tokenizer"], "spm_models": spm}
 
 
-def default_shards(args: argparse.Namespace, topology: distributed.Topology) -> Path:
-    """runs/shards/wmt14-train, sharded from the discovered raw WMT'14 by rank 0 the first time."""
-    shards = shards_home() / "wmt14-train"
-    if not (shards / "manifest.json").is_file() and topology.is_main:
+def default_shards(args: argparse.Namespace, topology: distributed.Topology) -> tuple[Path, Path | None]:
+    """runs/shards/wmt14-{train,dev}: the discovered raw WMT'14 training corpora and newstest2013 (the
+    paper's dev set, encoded with the training vocabulary), sharded by rank 0 the first time."""
+    train, dev = shards_home() / "wmt14-train", shards_home() / "wmt14-dev"
+    if not (train / "manifest.json").is_file() and topology.is_main:
         root = wmt14_root(args.data_root, dict(os.environ), shared_data())
         src, tgt = training_pairs(root)
-        say(f"s2s: sharding the WMT'14 training corpora in {root} into {shards} (once)")
-        shard_text(ShardTextConfig(src=src, tgt=tgt, out=shards, overwrite=True))
+        say(f"s2s: sharding the WMT'14 training corpora in {root} into {train} (once)")
+        shard_text(ShardTextConfig(src=src, tgt=tgt, out=train, overwrite=True))
+        try:
+            dev_src, dev_ref = find_test_set(root, 2013)
+        except DataError:
+            say(f"s2s: no newstest2013 under {root}, so no dev set")
+        else:
+            say(f"s2s: sharding the dev set {dev_src.name} into {dev} (once)")
+            shard_text(
+                ShardTextConfig(
+                    src=(dev_src,),
+                    tgt=(dev_ref,),
+                    out=dev,
+                    vocab_from=train,
+                    overwrite=True,
+                    max_len=1000,
+                    max_len_ratio=1000.0,
+                    progress=False,
+                )
+            )
     distributed.barrier(topology)
-    return shards
+    return train, dev if (dev / "manifest.json").is_file() else None
+
+
+def dev_reader(dev: Path | None, cfg: S2SConfig, topology: distributed.Topology) -> ShardReader | None:
+    if dev is None:
+        return None
+    reader_cfg = dataclasses.replace(cfg.data, shuffle=False, num_workers=0)
+    return ShardReader(dev, reader_cfg, replica_rank=topology.replica_rank, num_replicas=topology.num_replicas)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, S2SConfig, NAME)
     topology = distributed.init_distributed()
     try:
-        data = args.data or default_shards(args, topology)
-        return train(args, cfg, topology, data)
+        data, dev = (args.data, args.dev) if args.data else default_shards(args, topology)
+        return train(args, cfg, topology, data, dev or args.dev)
     finally:
         distributed.shutdown()
 
 
-def train(args, cfg: S2SConfig, topology: distributed.Topology, data: Path) -> int:
+def train(args, cfg: S2SConfig, topology: distributed.Topology, data: Path, dev: Path | None) -> int:
     if cfg.train.precision == "fp16" and topology.device.type != "cuda":
         args.parser.error("precision=fp16 needs a GPU (use bf16 on CPU)")
     threads = set_threads(cfg.train.threads, topology)
@@ -130,7 +166,7 @@ def train(args, cfg: S2SConfig, topology: distributed.Topology, data: Path) -> i
     sizes = vocab_sizes(cfg.vocab, reader.shards.manifest)
     extra = {"config": to_dict(cfg), "data": str(data), "vocab": vocab_state(reader.shards.manifest, data, sizes)}
     sinks = Sinks([])
-    trainer = S2STrainer(cfg, topology, reader, checkpointer, sinks, extra)
+    trainer = S2STrainer(cfg, topology, reader, checkpointer, sinks, extra, dev_reader(dev, cfg, topology))
     resume_from = resolve_resume(args.resume, checkpointer)
     if resume_from is not None:
         trainer.load_state_dict(load_checkpoint(resume_from))
@@ -148,7 +184,7 @@ def train(args, cfg: S2SConfig, topology: distributed.Topology, data: Path) -> i
                 total=trainer.total_steps,
                 initial=trainer.step,
                 desc=NAME,
-                shown={"words_per_s": "{:,.0f}", "loss": "{:.3f}", "lr": "{:.3g}"},
+                shown={"words_per_s": "{:,.0f}", "loss": "{:.3f}", "lr": "{:.3g}", "dev_ppl": "{:.1f}"},
             ),
         ]
     summary = trainer.train()

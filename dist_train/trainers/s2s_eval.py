@@ -1,0 +1,59 @@
+"""Dev-set perplexity during training: every replica scores its share; the sums are all-reduced."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from data_shards import ShardReader
+from dist_train.distributed import Topology, all_reduce_sum
+from dist_train.models.seq2seq import Seq2Seq, token_losses
+from dist_train.precision import MixedPrecision
+from dist_train.trainers.s2s_batch import model_inputs
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    every_steps: int = 0  # dev perplexity every N steps and at the end (0: only at the end, if there is a dev set)
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0:
+            raise ValueError("eval.every_steps must be >= 0")
+
+
+class DevEvaluator:
+    """``maybe_run(step)`` returns dev figures when due (a collective: every replica calls it)."""
+
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        reader: ShardReader,
+        topology: Topology,
+        precision: MixedPrecision,
+        vocab_sizes: tuple[int, int],
+    ) -> None:
+        self.cfg, self.reader, self.topology, self.precision = cfg, reader, topology, precision
+        self.vocab_sizes = vocab_sizes
+
+    def maybe_run(self, step: int, model: Seq2Seq) -> dict | None:
+        if self.cfg.every_steps and step % self.cfg.every_steps == 0:
+            return self.run(model)
+        return None
+
+    @torch.no_grad()
+    def run(self, model: Seq2Seq) -> dict:
+        was_training = model.training
+        model.eval()
+        nll = tokens = 0.0
+        for batch in self.reader:
+            inputs = model_inputs(batch, self.vocab_sizes, self.topology.device)
+            with self.precision.autocast():
+                logits = model(inputs.src_tokens, inputs.src_lengths, inputs.decoder_in, inputs.target_mask)
+            nll += float(token_losses(logits, inputs.targets).sum())
+            tokens += inputs.num_targets
+        model.train(was_training)
+        nll, tokens = all_reduce_sum([nll, tokens], self.topology)
+        loss = nll / max(tokens, 1)
+        return {"dev_loss": round(loss, 5), "dev_ppl": round(math.exp(min(loss, 50.0)), 3)}

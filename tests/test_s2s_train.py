@@ -21,6 +21,11 @@ def losses(run_dir):
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
+def tiny_cli(data, run_dir, *extra):
+    """``s2s --preset tiny`` as a user runs it, in a subprocess."""
+    return run_cli("s2s", "--preset", "tiny", "--data", data, "--run-dir", run_dir, *extra)
+
+
 def s2s(data, run_dir, *overrides, resume="auto"):
     args = ["s2s", "--preset", "tiny", "--data", str(data), "--run-dir", str(run_dir), "--resume", resume]
     assert main([*args, "log_every=1", "threads=1", *overrides]) == 0
@@ -199,32 +204,12 @@ def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
 def test_bf16_autocast_trains_on_cpu_and_fp16_asks_for_a_gpu(newstest_small_shards, tmp_path):
     s2s(newstest_small_shards, tmp_path / "bf16", "max_steps=3", "precision=bf16")
     assert all(0 < loss < 10 for loss in losses(tmp_path / "bf16").values())
-    result = run_cli(
-        "s2s",
-        "--preset",
-        "tiny",
-        "--data",
-        newstest_small_shards,
-        "--run-dir",
-        tmp_path / "fp16",
-        "precision=fp16",
-        "max_steps=1",
-    )
+    result = tiny_cli(newstest_small_shards, tmp_path / "fp16", "precision=fp16", "max_steps=1")
     assert result.returncode == 2 and "precision=fp16 needs a GPU" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_resume_from_a_missing_checkpoint_is_one_clear_error(newstest_small_shards, tmp_path):
-    result = run_cli(
-        "s2s",
-        "--preset",
-        "tiny",
-        "--data",
-        newstest_small_shards,
-        "--run-dir",
-        tmp_path / "run",
-        "--resume",
-        tmp_path / "nope.pt",
-    )
+    result = tiny_cli(newstest_small_shards, tmp_path / "run", "--resume", tmp_path / "nope.pt")
     assert result.returncode == 2 and "nope.pt: no such checkpoint" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -3,6 +3,8 @@
 Batched: B sentences × K hypotheses run as one (B·K)-row decoder step. A hypothesis that emits
 </s> leaves the beam and joins its sentence's finished list; a sentence is done once it has K
 finished hypotheses or reaches its length limit. Ensembles average the members' log-probabilities.
+With attention, each hypothesis also carries the source position it attended to most at every
+step (averaged over the ensemble's attending members): what ``<unk>`` replacement copies from.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from data_shards.vocab import BOS_ID, EOS_ID, UNK_ID
-from dist_train.models.seq2seq import Seq2Seq
+from dist_train.models.seq2seq import Seq2Seq, reverse_padded
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,57 +31,78 @@ class BeamConfig:
             raise ValueError("beam must be at least 1")
 
 
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: list[int]  # without </s>
+    attended: list[int] | None  # per token, the source position attended to most; None without attention
+
+
 def _normalized(score: float, length: int, alpha: float) -> float:
     return score / (((5 + length) / 6) ** alpha) if alpha else score
 
 
-def _step_log_probs(models: list[Seq2Seq], tokens: torch.Tensor, states: list) -> torch.Tensor:
-    """Mean over the ensemble of log p(next | history): (rows, vocab). Updates ``states`` in place."""
-    total = None
+def _step(models: list[Seq2Seq], tokens: torch.Tensor, states: list, memories: list, src_lengths: torch.Tensor):
+    """Mean over the ensemble of log p(next | history) (rows, vocab), and the source position each
+    row attends to most (rows,), in the source's own order (None without attention). Updates
+    ``states`` in place."""
+    total, attention = None, None
     for i, model in enumerate(models):
         hidden, states[i] = model.decode(tokens.unsqueeze(1), states[i])
+        if memories[i] is not None:
+            hidden, weights = model.attend(hidden, memories[i])
+            weights = weights[:, 0].float()  # (rows, src_time), in the encoder's order
+            if model.cfg.reverse_source:
+                weights = reverse_padded(weights, src_lengths)
+            attention = weights if attention is None else attention + weights
         log_probs = F.log_softmax(model.output(hidden[:, 0]).float(), dim=-1)
         total = log_probs if total is None else total + log_probs
-    return total / len(models)
+    return total / len(models), None if attention is None else attention.argmax(dim=1)
 
 
 @torch.no_grad()
 def beam_search(
     models: list[Seq2Seq], src_tokens: torch.Tensor, src_lengths: torch.Tensor, cfg: BeamConfig
-) -> list[list[int]]:
-    """The best hypothesis (token ids, without </s>) for each source sentence."""
+) -> list[Hypothesis]:
+    """The best hypothesis for each source sentence."""
     batch, k = src_tokens.shape[0], cfg.beam
     device = src_tokens.device
-    states = []
+    states, memories = [], []  # a sentence's k rows share its memory, whatever the beam reordering
     for model in models:
-        h, c = model.encode(src_tokens, src_lengths)  # (layers, batch, hidden)
+        (h, c), memory = model.encode(src_tokens, src_lengths)  # (layers, batch, hidden)
         states.append((h.repeat_interleave(k, dim=1), c.repeat_interleave(k, dim=1)))
+        memories.append(memory and memory.repeat_interleave(k))
+    row_lengths = src_lengths.repeat_interleave(k)
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one alive
     history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+    attended = torch.empty((batch * k, 0), dtype=torch.long, device=device)  # one column ahead of history
     last = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
     max_len = (src_lengths.float() * cfg.max_len_a + cfg.max_len_b).long().tolist()
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
+    finished: list[list[tuple[float, list[int], list[int]]]] = [[] for _ in range(batch)]
     done = [False] * batch
     for step in range(max(max_len) + 1):
-        log_probs = _step_log_probs(models, last, states)  # (batch·k, vocab)
+        log_probs, position = _step(models, last, states, memories, row_lengths)  # (batch·k, vocab), (batch·k,)
+        attended = torch.cat([attended, (position if position is not None else last).view(-1, 1)], dim=1)
         if cfg.unk_penalty:
             log_probs[:, UNK_ID] -= cfg.unk_penalty
         vocab = log_probs.shape[1]
         candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (batch, 2k)
         beam_of, token_of = top_index // vocab, top_index % vocab
-        keep = _advance(top_scores, beam_of, token_of, history, finished, done, max_len, step, cfg)
+        keep = _advance(top_scores, beam_of, token_of, history, attended, finished, done, max_len, step, cfg)
         if all(done):
             break
         rows = (torch.arange(batch, device=device).unsqueeze(1) * k + keep["beam"]).view(-1)
         history = torch.cat([history[rows], keep["token"].view(-1, 1)], dim=1)
+        attended = attended[rows]
         states = [(h[:, rows], c[:, rows]) for h, c in states]
         scores, last = keep["score"], keep["token"].view(-1)
-    return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
+    with_attention = any(memory is not None for memory in memories)
+    best = [max(hyps, key=lambda h: h[0]) if hyps else (0.0, [], []) for hyps in finished]
+    return [Hypothesis(tokens, positions if with_attention else None) for _, tokens, positions in best]
 
 
-def _advance(top_scores, beam_of, token_of, history, finished, done, max_len, step, cfg) -> dict:
+def _advance(top_scores, beam_of, token_of, history, attended, finished, done, max_len, step, cfg) -> dict:
     """Move finished candidates out; return the k best unfinished (beam, token, score) per sentence."""
     batch, k = top_scores.shape[0], cfg.beam
     keep_beam = torch.zeros((batch, k), dtype=torch.long, device=top_scores.device)
@@ -93,12 +116,14 @@ def _advance(top_scores, beam_of, token_of, history, finished, done, max_len, st
         for rank, (score, beam, token) in enumerate(zip(scores_list[b], beams_list[b], tokens_list[b])):
             if score == float("-inf") or kept == k:
                 break
-            prefix = history[b * k + beam].tolist()
+            prefix, positions = history[b * k + beam].tolist(), attended[b * k + beam].tolist()
             if step >= max_len[b]:  # out of length: every candidate ends here
-                finished[b].append((_normalized(score, len(prefix) + 2, cfg.length_penalty), prefix + [token]))
+                score = _normalized(score, len(prefix) + 2, cfg.length_penalty)
+                finished[b].append((score, prefix + [token], positions))
             elif token == EOS_ID:
                 if rank < k:  # as fairseq: only an </s> among the k best ends a hypothesis
-                    finished[b].append((_normalized(score, len(prefix) + 1, cfg.length_penalty), prefix))
+                    score = _normalized(score, len(prefix) + 1, cfg.length_penalty)
+                    finished[b].append((score, prefix, positions[:-1]))
             else:
                 keep_beam[b, kept], keep_token[b, kept], keep_score[b, kept] = beam, token, score
                 kept += 1

@@ -17,9 +17,15 @@ def lstm_flops_per_token(cfg: Seq2SeqConfig) -> float:
     return first + rest
 
 
-def s2s_step_flops(cfg: Seq2SeqConfig, tgt_vocab_size: int, src_tokens: int, tgt_tokens: int) -> float:
-    """Matmul FLOPs of one training step (forward + backward = 3 × forward); ``tgt_tokens`` counts </s>."""
-    forward = lstm_flops_per_token(cfg) * (src_tokens + tgt_tokens) + 2 * cfg.hidden_dim * tgt_vocab_size * tgt_tokens
+def s2s_step_flops(
+    cfg: Seq2SeqConfig, tgt_vocab_size: int, src_tokens: int, tgt_tokens: int, attention_pairs: int = 0
+) -> float:
+    """Matmul FLOPs of one training step (forward + backward = 3 × forward); ``tgt_tokens`` counts </s>;
+    ``attention_pairs`` is Σ source length × target length over the batch (attention scores and context)."""
+    hidden = cfg.hidden_dim
+    forward = lstm_flops_per_token(cfg) * (src_tokens + tgt_tokens) + 2 * hidden * tgt_vocab_size * tgt_tokens
+    if cfg.attention:  # W_a and W_c per target token, then scores and context per (source, target) pair
+        forward += 2 * 3 * hidden * hidden * tgt_tokens + 2 * 2 * hidden * attention_pairs
     return 3 * forward
 
 

@@ -1,5 +1,8 @@
 """Checkpoints → a translator: tokenize, encode, beam-search (one model or an ensemble), detokenize.
 
+With attention, an output ``<unk>`` is replaced by the source token it attended to most (Luong et
+al., 2015): names and numbers outside the vocabulary come through instead of ``<unk>``.
+
 Everything decoding needs (config, vocabularies, tokenizer settings, sentencepiece models) is in
 the checkpoint, so one file is enough to translate.
 """
@@ -15,9 +18,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data_shards.textio import normalize
-from data_shards.vocab import PAD_ID, Vocab
+from data_shards.vocab import PAD_ID, UNK_ID, Vocab
 from dist_train.checkpoint import load_checkpoint
-from dist_train.decoding import BeamConfig, beam_search
+from dist_train.decoding import BeamConfig, Hypothesis, beam_search
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig, teacher_forcing
 
 
@@ -46,9 +49,12 @@ class TextCodec:
         return self.vocab.encode(self.tokenize(text))
 
     def decode(self, ids: list[int]) -> str:
+        return self.detokenize(self.vocab.decode(ids))
+
+    def detokenize(self, tokens: list[str]) -> str:
         if self.kind == "sentencepiece":
-            return self._spm.decode(ids)
-        return self._detokenizer.detokenize(self.vocab.decode(ids))
+            return self._spm.decode_pieces(tokens)
+        return self._detokenizer.detokenize(tokens)
 
 
 def _padded(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,17 +95,31 @@ class Translator:
         return model.to(self.device).eval()
 
     def translate(
-        self, lines: list[str], beam: BeamConfig, *, batch_size: int = 32, progress: bool = False
+        self,
+        lines: list[str],
+        beam: BeamConfig,
+        *,
+        batch_size: int = 32,
+        replace_unk: bool = True,
+        progress: bool = False,
     ) -> list[str]:
         """One detokenized translation per input line (an empty line gives an empty line)."""
-        rows = [self.src.encode(line) for line in lines]
+        source_tokens = [self.src.tokenize(line) for line in lines]
+        rows = [self.src.vocab.encode(tokens) for tokens in source_tokens]
         outputs = [""] * len(lines)
         batches = list(_by_length(rows, batch_size))
         for batch in tqdm(batches, desc=f"translate (beam {beam.beam})", unit="batch", disable=not progress):
             tokens, lengths = _padded([rows[i] for i in batch], self.device)
             for i, hypothesis in zip(batch, beam_search(self.models, tokens, lengths, beam)):
-                outputs[i] = self.tgt.decode(hypothesis)
+                outputs[i] = self.tgt.detokenize(self.target_tokens(hypothesis, source_tokens[i], replace_unk))
         return outputs
+
+    def target_tokens(self, hypothesis: Hypothesis, source: list[str], replace_unk: bool) -> list[str]:
+        """The hypothesis as target tokens; each ``<unk>`` → its most attended source token, if asked."""
+        tokens = self.tgt.vocab.decode(hypothesis.tokens)
+        if not replace_unk or hypothesis.attended is None:
+            return tokens
+        return replace_unknowns(tokens, hypothesis, source)
 
     @torch.no_grad()
     def perplexity(self, sources: list[str], references: list[str], *, batch_size: int = 64) -> float:
@@ -120,3 +140,11 @@ class Translator:
             nll -= log_probs.gather(2, targets.unsqueeze(2)).squeeze(2)[mask].sum().item()
             count += int(mask.sum())
         return math.exp(nll / max(count, 1))
+
+
+def replace_unknowns(tokens: list[str], hypothesis: Hypothesis, source: list[str]) -> list[str]:
+    """Each ``<unk>`` of ``tokens`` (the hypothesis decoded) → the source token it attended to most."""
+    return [
+        source[position] if token_id == UNK_ID and position < len(source) else token
+        for token, token_id, position in zip(tokens, hypothesis.tokens, hypothesis.attended)
+    ]

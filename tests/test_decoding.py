@@ -5,25 +5,26 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import WMT, run_cli
 
-from data_shards.vocab import BOS_ID, EOS_ID
-from dist_train.decoding import BeamConfig, beam_search
+from data_shards.vocab import BOS_ID, EOS_ID, UNK_ID
+from dist_train.decoding import BeamConfig, Hypothesis, beam_search
 from dist_train.evaluation import bleu
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from dist_train.translation import Translator
+from dist_train.translation import Translator, replace_unknowns
 
 SRC_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-src.en.sgm"
 REF_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-ref.fr.sgm"
 
 
-def random_model(seed=0, vocab=7):
+def random_model(seed=0, vocab=7, attention=False):
     torch.manual_seed(seed)
     model = (
         Seq2Seq(
-            Seq2SeqConfig(embed_dim=8, hidden_dim=8, num_layers=2, init_range=1.0),
+            Seq2SeqConfig(embed_dim=8, hidden_dim=8, num_layers=2, init_range=1.0, attention=attention),
             src_vocab_size=vocab,
             tgt_vocab_size=vocab,
         )
@@ -41,32 +42,42 @@ def sequence_log_prob(model, src, lengths, tokens):
     return log_probs.gather(2, targets.unsqueeze(2)).sum().item()
 
 
-def test_wide_beam_finds_the_exact_best_translation():
-    model = random_model()
+def teacher_forced_attention(model, src, lengths, tokens):
+    """For each of ``tokens``, the source position (in the source's own order) attended to most."""
+    (state, memory) = model.encode(src, lengths)
+    hidden, _ = model.decode(torch.tensor([[BOS_ID, *tokens]]), state)
+    _, weights = model.attend(hidden, memory)  # (1, time, src_time), encoder order: reversed
+    return (int(lengths[0]) - 1 - weights[0, : len(tokens)].argmax(dim=1)).tolist()
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_wide_beam_finds_the_exact_best_translation(attention):
+    model = random_model(attention=attention)
     src, lengths = torch.tensor([[4, 5, 6]]), torch.tensor([3])
     cfg = BeamConfig(beam=60, max_len_a=0.0, max_len_b=2)  # hypotheses of at most 3 tokens
     words = [1, 4, 5, 6]
     candidates = [list(c) for n in range(4) for c in itertools.product(words, repeat=n)]
     with torch.no_grad():
         best = max(candidates, key=lambda c: sequence_log_prob(model, src, lengths, c))
-        found = beam_search([model], src, lengths, cfg)[0]
+        found = beam_search([model], src, lengths, cfg)[0].tokens
         assert sequence_log_prob(model, src, lengths, found) >= sequence_log_prob(model, src, lengths, best) - 1e-9
 
 
-def test_beam_one_is_greedy_and_batching_changes_nothing():
-    model = random_model(seed=3, vocab=12)
+@pytest.mark.parametrize("attention", [False, True])
+def test_beam_one_is_greedy_and_batching_changes_nothing(attention):
+    model = random_model(seed=3, vocab=12, attention=attention)
     src = torch.tensor([[4, 5, 6, 7, 8], [9, 10, 0, 0, 0], [11, 4, 4, 0, 0]])
     lengths = torch.tensor([5, 2, 3])
     with torch.no_grad():
-        batched = beam_search([model], src, lengths, BeamConfig(beam=1))
+        batched = [h.tokens for h in beam_search([model], src, lengths, BeamConfig(beam=1))]
         for i in range(3):
-            alone = beam_search([model], src[i : i + 1, : lengths[i]], lengths[i : i + 1], BeamConfig(beam=1))[0]
+            alone = beam_search([model], src[i : i + 1, : lengths[i]], lengths[i : i + 1], BeamConfig(beam=1))[0].tokens
             assert alone == batched[i]
-            greedy, state = [], model.encode(src[i : i + 1, : lengths[i]], lengths[i : i + 1])
+            greedy, (state, memory) = [], model.encode(src[i : i + 1, : lengths[i]], lengths[i : i + 1])
             token = BOS_ID
             for _ in range(int(lengths[i] * 1.5 + 10) + 1):
                 hidden, state = model.decode(torch.tensor([[token]]), state)
-                token = int(model.output(hidden[0, -1]).argmax())
+                token = int(model.output(model.readout(hidden, memory)[0, -1]).argmax())
                 if token == EOS_ID:
                     break
                 greedy.append(token)
@@ -74,7 +85,17 @@ def test_beam_one_is_greedy_and_batching_changes_nothing():
         wide = beam_search([model], src, lengths, BeamConfig(beam=5))
         for i in range(3):
             s, n = src[i : i + 1, : lengths[i]], lengths[i : i + 1]
-            assert sequence_log_prob(model, s, n, wide[i]) >= sequence_log_prob(model, s, n, batched[i]) - 1e-9
+            assert sequence_log_prob(model, s, n, wide[i].tokens) >= sequence_log_prob(model, s, n, batched[i]) - 1e-9
+            if attention:  # the positions followed the hypothesis through every reordering of the beam
+                assert wide[i].attended == teacher_forced_attention(model, s, n, wide[i].tokens)
+            else:
+                assert wide[i].attended is None
+
+
+def test_unknown_words_are_replaced_by_the_attended_source_word():
+    hypothesis = Hypothesis(tokens=[5, UNK_ID, 6, UNK_ID], attended=[0, 2, 1, 0])
+    tokens = replace_unknowns(["Le", "<unk>", "de", "<unk>"], hypothesis, ["The", "Fooland", "report"])
+    assert tokens == ["Le", "report", "de", "The"]
 
 
 def test_ensemble_of_one_model_twice_equals_the_model(tiny_checkpoint):
@@ -141,5 +162,5 @@ def test_unk_penalty_keeps_unk_out_of_the_output():
         model.output.bias[1] += 20.0  # make <unk> the most likely word everywhere
     src, lengths = torch.tensor([[4, 5, 6, 7]]), torch.tensor([4])
     with torch.no_grad():
-        assert 1 in beam_search([model], src, lengths, BeamConfig(beam=3))[0]
-        assert 1 not in beam_search([model], src, lengths, BeamConfig(beam=3, unk_penalty=float("inf")))[0]
+        assert 1 in beam_search([model], src, lengths, BeamConfig(beam=3))[0].tokens
+        assert 1 not in beam_search([model], src, lengths, BeamConfig(beam=3, unk_penalty=float("inf")))[0].tokens

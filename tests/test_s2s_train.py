@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from conftest import run_cli
 from dist_train.checkpoint import Checkpointer, load_checkpoint
 from dist_train.optim import HalvingSchedule, OptimConfig
 from launcher.main import main
+from launcher.paths import PROJECT_ROOT
 
 
 def losses(run_dir):
@@ -189,7 +191,9 @@ def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
         "3",
         "--warmup",
         "1",
+        "--profile",
         "threads=1",
+        "model.attention=true",
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -199,6 +203,23 @@ def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
         assert figures[key] > 0, key
     assert figures["mfu"] == pytest.approx(figures["achieved_flops"] / figures["gemm_peak_flops"], rel=1e-3)
     assert figures["threads"] == 1 and figures["preset"] == "tiny"
+    breakdown = figures["time_breakdown_ms_per_step"]
+    for category in ("lstm", "softmax_and_loss", "matmuls_outside_lstm", "embedding", "optimizer"):
+        assert breakdown[category] > 0, category
+    assert sum(breakdown.values()) < 10 * 1000 * figures["step_time_s"]
+
+
+def test_plain_pytorch_reference_loop_prints_its_throughput(newstest_small_shards):
+    script = PROJECT_ROOT / "benchmarks" / "plain_s2s.py"
+    args = ["--preset", "tiny", "--data", str(newstest_small_shards), "--steps", "2", "--warmup", "1"]
+    result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["words_per_s"] > 0 and figures["step_time_s"] > 0 and math.isfinite(figures["loss"])
+    refused = subprocess.run(
+        [sys.executable, script, *args, "model.attention=true"], capture_output=True, text=True, cwd=PROJECT_ROOT
+    )
+    assert refused.returncode == 2 and "without attention" in refused.stderr
 
 
 def test_bf16_autocast_trains_on_cpu_and_fp16_asks_for_a_gpu(newstest_small_shards, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from data_shards import ReaderConfig, ShardReader
@@ -14,24 +15,28 @@ def small_model(**kw):
     return Seq2Seq(cfg, src_vocab_size=60_000, tgt_vocab_size=60_000).double()
 
 
-def test_padding_does_not_change_final_states_or_token_losses(newstest_small_shards):
+@pytest.mark.parametrize("attention", [False, True])
+def test_padding_does_not_change_final_states_or_token_losses(newstest_small_shards, attention):
     """Sentences of a real, padded, bucketed batch against the same sentences run alone."""
-    model = small_model()
+    model = small_model(attention=attention)
     reader = ShardReader(newstest_small_shards, ReaderConfig(batch_size=24, bucket_pool=0, num_workers=0, seed=5))
     batch = next(iter(reader))
     assert batch.src_lengths.min() < batch.src_tokens.shape[1], "the batch must actually be padded"
     decoder_in, targets = teacher_forcing(batch.tgt_tokens, batch.tgt_lengths)
     with torch.no_grad():
-        h, c = model.encode(batch.src_tokens, batch.src_lengths)
+        (h, c), memory = model.encode(batch.src_tokens, batch.src_lengths)
         losses = token_losses(model(batch.src_tokens, batch.src_lengths, decoder_in), targets)
         for i in range(len(batch)):
             n_src, n_tgt = int(batch.src_lengths[i]), int(batch.tgt_lengths[i])
             src, tgt = batch.src_tokens[i : i + 1, :n_src], batch.tgt_tokens[i : i + 1, :n_tgt]
             alone_in, alone_targets = teacher_forcing(tgt, batch.tgt_lengths[i : i + 1])
-            h1, c1 = model.encode(src, batch.src_lengths[i : i + 1])
+            (h1, c1), memory1 = model.encode(src, batch.src_lengths[i : i + 1])
             alone = token_losses(model(src, batch.src_lengths[i : i + 1], alone_in), alone_targets)[0]
             torch.testing.assert_close(h[:, i], h1[:, 0], rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(c[:, i], c1[:, 0], rtol=1e-12, atol=1e-12)
+            if attention:
+                torch.testing.assert_close(memory.outputs[i, :n_src], memory1.outputs[0], rtol=1e-12, atol=1e-12)
+                assert memory.mask[i].sum() == n_src and not memory.outputs[i, n_src:].any()
             torch.testing.assert_close(losses[i, : n_tgt + 1], alone, rtol=1e-12, atol=1e-12)
             assert not losses[i, n_tgt + 1 :].any(), "padding positions must carry no loss"
 
@@ -41,8 +46,8 @@ def test_reversal_is_a_switch_and_keeps_padding_in_place():
     assert reverse_padded(tokens, torch.tensor([3, 2])).tolist() == [[7, 6, 5, 0], [9, 8, 0, 0]]
     src = torch.tensor([[5, 6, 7, 9]])
     forward, backward = small_model(reverse_source=False), small_model(reverse_source=True)
-    h_plain, _ = forward.encode(src.flip(1), torch.tensor([4]))
-    h_reversed, _ = backward.encode(src, torch.tensor([4]))
+    (h_plain, _), _ = forward.encode(src.flip(1), torch.tensor([4]))
+    (h_reversed, _), _ = backward.encode(src, torch.tensor([4]))
     torch.testing.assert_close(h_plain, h_reversed)
 
 

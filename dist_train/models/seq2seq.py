@@ -4,6 +4,11 @@ The encoder reads the source reversed (a switch, for the paper's ablation); the 
 from the encoder's final (h, c) of every layer. Padding never changes the answer: every sentence's
 final encoder state is taken at its own last token, and the decoder is causal, so padding after a
 target cannot reach its real tokens.
+
+``attention`` (off in the paper's preset) adds Luong et al.'s (2015) global "general" attention
+over the top encoder layer's outputs, applied to the top decoder layer's outputs before the
+softmax, without input feeding: the recurrence stays the paper's, so it pipelines the same way,
+and a small model on little data learns to translate instead of only to produce French.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class Seq2SeqConfig:
     reverse_source: bool = True
     init_range: float = 0.08
     dropout: float = 0.0
+    attention: bool = False
 
     def __post_init__(self) -> None:
         if min(self.embed_dim, self.hidden_dim, self.num_layers) < 1:
@@ -34,6 +40,17 @@ class Seq2SeqConfig:
 
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, batch, hidden)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What attention reads: the top encoder layer's outputs and where they are real tokens."""
+
+    outputs: torch.Tensor  # (batch, src_time, hidden), zero at padding
+    mask: torch.Tensor  # (batch, src_time), true at real tokens
+
+    def repeat_interleave(self, times: int) -> Memory:
+        return Memory(self.outputs.repeat_interleave(times, dim=0), self.mask.repeat_interleave(times, dim=0))
 
 
 def run_lstm(lstm: nn.LSTM, inputs, state: State | None = None):
@@ -81,6 +98,9 @@ class Seq2Seq(nn.Module):
         lstm = dict(hidden_size=cfg.hidden_dim, num_layers=cfg.num_layers, batch_first=True, dropout=cfg.dropout)
         self.encoder = nn.LSTM(cfg.embed_dim, **lstm)
         self.decoder = nn.LSTM(cfg.embed_dim, **lstm)
+        if cfg.attention:
+            self.attention_score = nn.Linear(cfg.hidden_dim, cfg.hidden_dim, bias=False)  # Luong's W_a
+            self.attention_combine = nn.Linear(2 * cfg.hidden_dim, cfg.hidden_dim, bias=False)  # Luong's W_c
         self.output = nn.Linear(cfg.hidden_dim, tgt_vocab_size)
         self.reset_parameters()
 
@@ -92,13 +112,14 @@ class Seq2Seq(nn.Module):
             self.src_embed.weight[PAD_ID].zero_()
             self.tgt_embed.weight[PAD_ID].zero_()
 
-    def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> State:
-        """Final (h, c) of every encoder layer for each sentence, whatever the padding."""
+    def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> tuple[State, Memory | None]:
+        """Final (h, c) of every encoder layer for each sentence, whatever the padding, and the
+        memory attention reads (None without attention)."""
         if self.cfg.reverse_source:
             src_tokens = reverse_padded(src_tokens, src_lengths)
         return self._encode_by_length(self.src_embed(src_tokens), src_lengths.cpu())
 
-    def _encode_by_length(self, embedded: torch.Tensor, lengths: torch.Tensor) -> State:
+    def _encode_by_length(self, embedded: torch.Tensor, lengths: torch.Tensor) -> tuple[State, Memory | None]:
         """The encoder run in segments between the batch's distinct lengths, longest rows first.
 
         Each segment is one plain (fused, fast) LSTM call over the rows still running, starting from
@@ -107,20 +128,39 @@ class Seq2Seq(nn.Module):
         """
         order = torch.argsort(lengths, descending=True, stable=True)
         embedded, lengths = embedded[order.to(embedded.device)], lengths[order]  # (batch, time, embed)
-        finals_h, finals_c, state, start = [], [], None, 0
+        finals_h, finals_c, outputs, state, start = [], [], [], None, 0
         for length in torch.unique(lengths).tolist():  # ascending
             running = int((lengths >= length).sum())
             ending = int((lengths == length).sum())
             if state is not None:
                 state = (state[0][:, :running], state[1][:, :running])
-            _, state = run_lstm(self.encoder, embedded[:running, start:length], state)
+            segment, state = run_lstm(self.encoder, embedded[:running, start:length], state)
+            if self.cfg.attention:  # rows that have ended are zero in this segment
+                outputs.append(F.pad(segment, (0, 0, 0, 0, 0, len(order) - running)))
             finals_h.append(state[0][:, running - ending : running])
             finals_c.append(state[1][:, running - ending : running])
             start = length
         restore = torch.empty_like(order)
         restore[order] = torch.arange(len(order))
         restore = restore.to(embedded.device)
-        return torch.cat(finals_h[::-1], dim=1)[:, restore], torch.cat(finals_c[::-1], dim=1)[:, restore]
+        final = torch.cat(finals_h[::-1], dim=1)[:, restore], torch.cat(finals_c[::-1], dim=1)[:, restore]
+        if not self.cfg.attention:
+            return final, None
+        mask = torch.arange(start, device=embedded.device) < lengths[restore].to(embedded.device).unsqueeze(1)
+        return final, Memory(torch.cat(outputs, dim=1)[restore], mask)
+
+    def readout(self, hidden: torch.Tensor, memory: Memory | None) -> torch.Tensor:
+        """What the softmax reads at each decoder step (batch, time, hidden): the top decoder
+        layer's output, or with attention Luong's tanh(W_c [context; output])."""
+        return hidden if memory is None else self.attend(hidden, memory)[0]
+
+    def attend(self, hidden: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+        """Luong's attentional output and the attention weights (batch, time, src_time) over the
+        memory's positions (the encoder's order: reversed when the source is)."""
+        scores = self.attention_score(hidden) @ memory.outputs.transpose(1, 2)  # (batch, time, src_time)
+        weights = torch.softmax(scores.masked_fill(~memory.mask.unsqueeze(1), float("-inf")), dim=-1)
+        context = weights @ memory.outputs  # (batch, time, hidden)
+        return torch.tanh(self.attention_combine(torch.cat([context, hidden], dim=-1))), weights
 
     def decode(self, decoder_in: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Top-layer hidden states (batch, time, hidden) and the state after the last step."""
@@ -136,7 +176,9 @@ class Seq2Seq(nn.Module):
     ) -> torch.Tensor:
         """Logits for teacher-forced decoder inputs: (batch, time, tgt_vocab), or (tokens, tgt_vocab)
         for only the positions where ``target_mask`` (batch, time) is true (no softmax on padding)."""
-        hidden, _ = self.decode(decoder_in, self.encode(src_tokens, src_lengths))
+        state, memory = self.encode(src_tokens, src_lengths)
+        hidden, _ = self.decode(decoder_in, state)
+        hidden = self.readout(hidden, memory)
         if target_mask is not None:
             hidden = hidden[target_mask]  # (tokens, hidden)
         return self.output(hidden)

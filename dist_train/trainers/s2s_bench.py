@@ -15,8 +15,33 @@ from dist_train.flops import gemm_flops_per_s, s2s_step_flops
 from dist_train.metrics import Sinks
 from dist_train.trainers.s2s import S2SConfig, S2STrainer
 
+# Where a step's time goes: profiler ops by name, first matching category wins.
+CATEGORIES = {
+    "lstm": ("lstm", "rnn"),
+    "softmax_and_loss": ("softmax", "nll", "cross_entropy"),
+    "matmuls_outside_lstm": ("addmm", "aten::mm", "bmm", "matmul", "linear"),
+    "embedding": ("embedding",),
+    "optimizer": ("foreach", "adam", "sgd", "optimizer", "lerp", "addcdiv", "addcmul"),
+    "grad_clip": ("norm", "clip"),
+    "copies_and_casts": ("copy", "_to_", "aten::to", "cat", "index", "gather", "scatter", "masked", "where", "pad"),
+    "communication": ("allreduce", "all_reduce", "gloo", "nccl"),
+}
 
-def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup: int) -> dict:
+
+def time_breakdown(trainer: S2STrainer, batches, steps: int) -> dict:
+    """Milliseconds per step in each category of profiled op (self time), for ``steps`` steps."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            trainer.train_step(next(batches))
+    totals: dict[str, float] = dict.fromkeys([*CATEGORIES, "other"], 0.0)
+    for event in prof.key_averages():
+        name = event.key.lower()
+        category = next((c for c, keys in CATEGORIES.items() if any(k in name for k in keys)), "other")
+        totals[category] += event.self_cpu_time_total / 1000 / steps
+    return {category: round(ms, 1) for category, ms in totals.items()}
+
+
+def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup: int, profile: bool = False) -> dict:
     topology = Topology()
     reader = ShardReader(data, cfg.data)
     trainer = S2STrainer(cfg, topology, reader, Checkpointer(work_dir / "checkpoints"), Sinks([]), {})
@@ -30,9 +55,11 @@ def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup:
         if i >= warmup:
             times.append(elapsed)
             words += result.words
+            pairs = int((batch.src_lengths * (batch.tgt_lengths + 1)).sum())
             flops += s2s_step_flops(
-                cfg.model, trainer.tgt_vocab_size, int(batch.src_lengths.sum()), result.target_tokens
+                cfg.model, trainer.tgt_vocab_size, int(batch.src_lengths.sum()), result.target_tokens, pairs
             )
+    breakdown = {"time_breakdown_ms_per_step": time_breakdown(trainer, batches, steps)} if profile else {}
     seconds = sum(times)
     tokens_per_batch = cfg.data.batch_size * 30  # the output projection's rows at a typical length
     peak = gemm_flops_per_s(tokens_per_batch, cfg.model.hidden_dim, trainer.tgt_vocab_size, cfg.train.precision)
@@ -49,4 +76,5 @@ def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup:
         "precision": cfg.train.precision,
         "threads": torch.get_num_threads(),
         "loss_finite": math.isfinite(result.loss_sum),
+        **breakdown,
     }

@@ -40,6 +40,12 @@ def add_parser(jobs) -> None:
     p.add_argument("--steps", type=int, default=0, help="s2s: timed steps (default: 10, 3 for paper)")
     p.add_argument("--warmup", type=int, default=2, help="s2s: untimed steps first")
     p.add_argument("--data", type=Path, default=None, help="s2s: shards (default: the giga-fren training sample)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="s2s: also profile as many steps again and report where a step's time goes "
+        "(ms per step: lstm, softmax_and_loss, other matmuls, embedding, optimizer, ...)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="s2s: config overrides, e.g. precision=bf16")
     p.set_defaults(run=run, parser=p)
 
@@ -105,5 +111,5 @@ def run_s2s(args: argparse.Namespace, data_root: Path, preset: str) -> None:
     threads = torch.get_num_threads()
     say(f"bench s2s: preset {preset}, {steps} timed steps after {args.warmup} warm-up, {threads} threads")
     with tempfile.TemporaryDirectory(prefix="bench-s2s-") as tmp:
-        figures = bench_s2s(cfg, data, Path(tmp), steps=steps, warmup=args.warmup)
+        figures = bench_s2s(cfg, data, Path(tmp), steps=steps, warmup=args.warmup, profile=args.profile)
     print_summary({"bench": "s2s", "preset": preset, **figures, **machine()})

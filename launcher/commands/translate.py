@@ -43,6 +43,13 @@ def add_decoding_flags(p: argparse.ArgumentParser) -> None:
         default=0.0,
         help="subtract this from log p(<unk>) at every step; inf never emits <unk>",
     )
+    p.add_argument(
+        "--no-replace-unk",
+        dest="replace_unk",
+        action="store_false",
+        help="keep <unk> in the output; by default a model with attention replaces each <unk> with "
+        "the source token it attended to most (Luong et al., 2015)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="sentences decoded together")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
 
@@ -106,7 +113,7 @@ def newest_in(path: Path) -> Path:
 def run_translate(args: argparse.Namespace) -> int:
     model, beam = translator(args)
     lines = read_sentences(args.input) if args.input else sys.stdin.read().splitlines()
-    outputs = model.translate(lines, beam, batch_size=args.batch_size, progress=True)
+    outputs = model.translate(lines, beam, batch_size=args.batch_size, replace_unk=args.replace_unk, progress=True)
     text = "".join(f"{line}\n" for line in outputs)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
@@ -127,7 +134,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.limit:
         sources, references = sources[: args.limit], references[: args.limit]
     start = time.perf_counter()
-    hypotheses = model.translate(sources, beam, batch_size=args.batch_size, progress=not args.no_progress)
+    hypotheses = model.translate(
+        sources, beam, batch_size=args.batch_size, replace_unk=args.replace_unk, progress=not args.no_progress
+    )
     seconds = time.perf_counter() - start
     scores = bleu(hypotheses, references, model.tgt.lang)
     perplexity = model.perplexity(sources, references)

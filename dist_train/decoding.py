@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from data_shards.vocab import BOS_ID, EOS_ID, UNK_ID
-from dist_train.models.seq2seq import Seq2Seq, reverse_padded
+from dist_train.models.seq2seq import Seq2Seq, reverse_padded, select_rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,9 +41,9 @@ def _normalized(score: float, length: int, alpha: float) -> float:
 
 
 def _step(models: list[Seq2Seq], tokens: torch.Tensor, states: list, memories: list, src_lengths: torch.Tensor):
-    """Mean over the ensemble of log p(next | history) (rows, vocab), and the source position each
-    row attends to most (rows,), in the source's own order (None without attention). Updates
-    ``states`` in place."""
+    """Mean over the ensemble of log p(next | history), as the output layer's vocabulary slices
+    [(offset, (rows, size))], and the source position each row attends to most (rows,), in the
+    source's own order (None without attention). Updates ``states`` in place."""
     total, attention = None, None
     for i, model in enumerate(models):
         hidden, states[i] = model.decode(tokens.unsqueeze(1), states[i])
@@ -54,9 +53,31 @@ def _step(models: list[Seq2Seq], tokens: torch.Tensor, states: list, memories: l
             if model.cfg.reverse_source:
                 weights = reverse_padded(weights, src_lengths)
             attention = weights if attention is None else attention + weights
-        log_probs = F.log_softmax(model.output(hidden[:, 0]).float(), dim=-1)
-        total = log_probs if total is None else total + log_probs
-    return total / len(models), None if attention is None else attention.argmax(dim=1)
+        slices = model.output.log_prob_slices(hidden[:, 0])
+        if total is not None and [offset for offset, _ in slices] != [offset for offset, _ in total]:
+            raise ValueError("an ensemble's members must split the vocabulary the same way")
+        total = slices if total is None else [(o, t + x.to(t.device)) for (o, t), (_, x) in zip(total, slices)]
+    slices = [(offset, log_probs / len(models)) for offset, log_probs in total]
+    return slices, None if attention is None else attention.argmax(dim=1).to(tokens.device)
+
+
+def _top_candidates(slices, scores: torch.Tensor, cfg: BeamConfig):
+    """The 2k best (score, beam, token) continuations per sentence: a top-k in each vocabulary
+    slice (on its device), then a merge."""
+    batch, k = scores.shape
+    found = []
+    for offset, log_probs in slices:
+        size = log_probs.shape[1]
+        if cfg.unk_penalty and offset <= UNK_ID < offset + size:
+            log_probs[:, UNK_ID - offset] -= cfg.unk_penalty
+        candidates = (scores.to(log_probs.device).view(-1, 1) + log_probs).view(batch, k * size)
+        top_scores, top_index = candidates.topk(min(2 * k, k * size), dim=1)  # (batch, ≤2k)
+        found.append([x.to(scores.device) for x in (top_scores, top_index // size, top_index % size + offset)])
+    if len(found) == 1:
+        return found[0]
+    top_scores, beam_of, token_of = (torch.cat(parts, dim=1) for parts in zip(*found))
+    best_scores, best = top_scores.topk(2 * k, dim=1)
+    return best_scores, beam_of.gather(1, best), token_of.gather(1, best)
 
 
 @torch.no_grad()
@@ -68,8 +89,8 @@ def beam_search(
     device = src_tokens.device
     states, memories = [], []  # a sentence's k rows share its memory, whatever the beam reordering
     for model in models:
-        (h, c), memory = model.encode(src_tokens, src_lengths)  # (layers, batch, hidden)
-        states.append((h.repeat_interleave(k, dim=1), c.repeat_interleave(k, dim=1)))
+        state, memory = model.encode(src_tokens, src_lengths)  # per layer (1, batch, hidden)
+        states.append([(h.repeat_interleave(k, dim=1), c.repeat_interleave(k, dim=1)) for h, c in state])
         memories.append(memory and memory.repeat_interleave(k))
     row_lengths = src_lengths.repeat_interleave(k)
     scores = torch.full((batch, k), float("-inf"), device=device)
@@ -81,21 +102,16 @@ def beam_search(
     finished: list[list[tuple[float, list[int], list[int]]]] = [[] for _ in range(batch)]
     done = [False] * batch
     for step in range(max(max_len) + 1):
-        log_probs, position = _step(models, last, states, memories, row_lengths)  # (batch·k, vocab), (batch·k,)
+        slices, position = _step(models, last, states, memories, row_lengths)  # [(offset, (batch·k, size))]
         attended = torch.cat([attended, (position if position is not None else last).view(-1, 1)], dim=1)
-        if cfg.unk_penalty:
-            log_probs[:, UNK_ID] -= cfg.unk_penalty
-        vocab = log_probs.shape[1]
-        candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
-        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (batch, 2k)
-        beam_of, token_of = top_index // vocab, top_index % vocab
+        top_scores, beam_of, token_of = _top_candidates(slices, scores, cfg)  # (batch, 2k) each
         keep = _advance(top_scores, beam_of, token_of, history, attended, finished, done, max_len, step, cfg)
         if all(done):
             break
         rows = (torch.arange(batch, device=device).unsqueeze(1) * k + keep["beam"]).view(-1)
         history = torch.cat([history[rows], keep["token"].view(-1, 1)], dim=1)
         attended = attended[rows]
-        states = [(h[:, rows], c[:, rows]) for h, c in states]
+        states = [select_rows(state, rows) for state in states]
         scores, last = keep["score"], keep["token"].view(-1)
     with_attention = any(memory is not None for memory in memories)
     best = [max(hyps, key=lambda h: h[0]) if hyps else (0.0, [], []) for hyps in finished]

@@ -133,9 +133,7 @@ def barrier(topology: Topology) -> None:
 def replicas_agree(module: torch.nn.Module, topology: Topology) -> bool:
     """True when every replica holds bit-identical parameters (a DDP sanity check)."""
     with torch.no_grad():
-        fingerprint = (
-            torch.stack([torch.stack([p.double().sum(), p.double().square().sum()]) for p in module.parameters()])
-            .flatten()
-            .cpu()
-        )
+        fingerprint = torch.stack(  # parameters may sit on several devices (a placed replica)
+            [torch.stack([p.double().sum(), p.double().square().sum()]).cpu() for p in module.parameters()]
+        ).flatten()
     return all(torch.equal(fingerprint, other) for other in all_gather_objects(fingerprint, topology))

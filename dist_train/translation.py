@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from data_shards.textio import normalize
@@ -132,12 +131,10 @@ class Translator:
             tgt, tgt_lengths = _padded([pairs[i][1] or [PAD_ID] for i in batch], self.device)
             tgt_lengths = torch.tensor([len(pairs[i][1]) for i in batch], device=self.device)
             decoder_in, targets = teacher_forcing(tgt, tgt_lengths)
-            log_probs = torch.stack(
-                [F.log_softmax(m(src, src_lengths, decoder_in).float(), dim=-1) for m in self.models]
-            )
-            log_probs = torch.logsumexp(log_probs, dim=0) - math.log(len(self.models))  # (batch, time, vocab)
             mask = targets != PAD_ID
-            nll -= log_probs.gather(2, targets.unsqueeze(2)).squeeze(2)[mask].sum().item()
+            log_probs = torch.stack([-m(src, src_lengths, decoder_in, mask, targets[mask]) for m in self.models])
+            log_probs = torch.logsumexp(log_probs, dim=0) - math.log(len(self.models))  # (tokens,)
+            nll -= log_probs.sum().item()
             count += int(mask.sum())
         return math.exp(nll / max(count, 1))
 

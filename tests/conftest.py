@@ -61,10 +61,13 @@ def mnist_test_shards(tmp_path_factory, data_root) -> Path:
     return out
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str | Path, cwd: Path | None = None, env: dict | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     """``python -m launcher.main ARGS`` in a real subprocess, as a user runs it (``env`` adds variables)."""
     return subprocess.run(
         [sys.executable, "-m", "launcher.main", *map(str, args)],
+        input=stdin,
         capture_output=True,
         text=True,
         cwd=cwd or PROJECT_ROOT,

@@ -38,7 +38,7 @@ def sequence_log_prob(model, src, lengths, tokens):
     """log p(tokens </s> | src) by teacher forcing."""
     decoder_in = torch.tensor([[BOS_ID, *tokens]])
     targets = torch.tensor([[*tokens, EOS_ID]])
-    log_probs = F.log_softmax(model(src, lengths, decoder_in), dim=-1)
+    log_probs = F.log_softmax(model.logits(src, lengths, decoder_in), dim=-1)
     return log_probs.gather(2, targets.unsqueeze(2)).sum().item()
 
 

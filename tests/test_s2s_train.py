@@ -73,7 +73,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args, data, run_dir, steps=6):
+def torchrun(*args, data, run_dir, steps=6, overrides=()):
     command = [
         sys.executable,
         "-m",
@@ -90,6 +90,7 @@ def torchrun(*args, data, run_dir, steps=6):
         str(run_dir),
         f"max_steps={steps}",
         "log_every=2",
+        *overrides,
     ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -105,6 +106,29 @@ def test_torchrun_two_processes_data_parallel(newstest_small_shards, tmp_path):
     assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")
     assert [r["replica_rank"] for r in state["readers"]] == [0, 1]
+
+
+PAPER_LAYOUT = ("parallel.placement=paper", "parallel.devices_per_replica=8", "parallel.chunk_len=3")
+
+
+def test_paper_layout_trains_as_the_plain_model_and_its_checkpoint_translates(newstest_small_shards, tmp_path):
+    """8 devices per replica (all ``cpu`` here): layers, softmax shards, wavefront; same losses."""
+    s2s(newstest_small_shards, tmp_path / "plain", "max_steps=5", "model.num_layers=4")
+    s2s(newstest_small_shards, tmp_path / "paper", "max_steps=5", "model.num_layers=4", *PAPER_LAYOUT)
+    plain, paper = losses(tmp_path / "plain"), losses(tmp_path / "paper")
+    assert sorted(paper) == [1, 2, 3, 4, 5]
+    assert [paper[s] for s in plain] == pytest.approx([plain[s] for s in plain], rel=1e-4)
+    result = run_cli("translate", "--checkpoint", tmp_path / "paper", "--beam", "2", stdin="The house .\nYes\n")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+
+
+def test_torchrun_two_replicas_of_the_paper_layout(newstest_small_shards, tmp_path):
+    process = torchrun(
+        "--nproc_per_node", "2", data=newstest_small_shards, run_dir=tmp_path / "run", overrides=PAPER_LAYOUT
+    )
+    summary = finished(process)
+    assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
 
 
 def test_torchrun_two_nodes_on_localhost(newstest_small_shards, tmp_path):

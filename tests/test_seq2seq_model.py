@@ -24,14 +24,16 @@ def test_padding_does_not_change_final_states_or_token_losses(newstest_small_sha
     assert batch.src_lengths.min() < batch.src_tokens.shape[1], "the batch must actually be padded"
     decoder_in, targets = teacher_forcing(batch.tgt_tokens, batch.tgt_lengths)
     with torch.no_grad():
-        (h, c), memory = model.encode(batch.src_tokens, batch.src_lengths)
-        losses = token_losses(model(batch.src_tokens, batch.src_lengths, decoder_in), targets)
+        state, memory = model.encode(batch.src_tokens, batch.src_lengths)
+        h, c = (torch.cat(parts) for parts in zip(*state))  # (layers, batch, hidden)
+        losses = token_losses(model.logits(batch.src_tokens, batch.src_lengths, decoder_in), targets)
         for i in range(len(batch)):
             n_src, n_tgt = int(batch.src_lengths[i]), int(batch.tgt_lengths[i])
             src, tgt = batch.src_tokens[i : i + 1, :n_src], batch.tgt_tokens[i : i + 1, :n_tgt]
             alone_in, alone_targets = teacher_forcing(tgt, batch.tgt_lengths[i : i + 1])
-            (h1, c1), memory1 = model.encode(src, batch.src_lengths[i : i + 1])
-            alone = token_losses(model(src, batch.src_lengths[i : i + 1], alone_in), alone_targets)[0]
+            state1, memory1 = model.encode(src, batch.src_lengths[i : i + 1])
+            h1, c1 = (torch.cat(parts) for parts in zip(*state1))
+            alone = token_losses(model.logits(src, batch.src_lengths[i : i + 1], alone_in), alone_targets)[0]
             torch.testing.assert_close(h[:, i], h1[:, 0], rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(c[:, i], c1[:, 0], rtol=1e-12, atol=1e-12)
             if attention:
@@ -46,8 +48,9 @@ def test_reversal_is_a_switch_and_keeps_padding_in_place():
     assert reverse_padded(tokens, torch.tensor([3, 2])).tolist() == [[7, 6, 5, 0], [9, 8, 0, 0]]
     src = torch.tensor([[5, 6, 7, 9]])
     forward, backward = small_model(reverse_source=False), small_model(reverse_source=True)
-    (h_plain, _), _ = forward.encode(src.flip(1), torch.tensor([4]))
-    (h_reversed, _), _ = backward.encode(src, torch.tensor([4]))
+    plain, _ = forward.encode(src.flip(1), torch.tensor([4]))
+    reversed_, _ = backward.encode(src, torch.tensor([4]))
+    h_plain, h_reversed = torch.cat([h for h, _ in plain]), torch.cat([h for h, _ in reversed_])
     torch.testing.assert_close(h_plain, h_reversed)
 
 

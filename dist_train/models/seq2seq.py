@@ -9,6 +9,10 @@ target cannot reach its real tokens.
 over the top encoder layer's outputs, applied to the top decoder layer's outputs before the
 softmax, without input feeding: the recurrence stays the paper's, so it pipelines the same way,
 and a small model on little data learns to translate instead of only to produce French.
+
+Every layer is its own module and every layer call moves its input to that layer's device, so a
+placement (``dist_train.parallel.placement``) can put layers on different devices from outside,
+and a pipeline (``dist_train.parallel.pipeline``) can run the same layer windows in another order.
 """
 
 from __future__ import annotations
@@ -39,7 +43,12 @@ class Seq2SeqConfig:
             raise ValueError("model.dropout must be in [0, 1)")
 
 
-State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, batch, hidden)
+LayerState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (1, batch, hidden), on the layer's device
+State = list[LayerState]  # one per layer, bottom first
+
+
+def select_rows(state: State, rows: torch.Tensor) -> State:
+    return [(h[:, rows.to(h.device)], c[:, rows.to(c.device)]) for h, c in state]
 
 
 @dataclass(frozen=True)
@@ -53,25 +62,83 @@ class Memory:
         return Memory(self.outputs.repeat_interleave(times, dim=0), self.mask.repeat_interleave(times, dim=0))
 
 
-def run_lstm(lstm: nn.LSTM, inputs, state: State | None = None):
-    """``lstm(inputs, state)``, kept in fp32 under CPU autocast.
+def run_lstm(lstm: nn.LSTM, inputs: torch.Tensor, state: LayerState | None = None):
+    """``lstm(inputs, state)`` on the layer's own device, kept in fp32 under CPU autocast.
 
     oneDNN's CPU LSTM rejects the all-bf16 arguments autocast hands it ("unsupported datatype":
     it wants an fp32 bias), so on CPU the recurrence runs in fp32 and autocast still covers the
-    embedding-free rest of the model (the output projection, the largest matmul).
+    rest of the model (the output projection, the largest matmul).
     """
     device = lstm.weight_hh_l0.device
+    inputs = inputs.to(device, non_blocking=True)
+    if state is not None:
+        state = (state[0].to(device, non_blocking=True), state[1].to(device, non_blocking=True))
     if device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
         return lstm(inputs, state)
     with torch.autocast("cpu", enabled=False):
-        if isinstance(inputs, torch.Tensor):
-            inputs = inputs.float()
         state = None if state is None else (state[0].float(), state[1].float())
-        return lstm(inputs, state)
+        return lstm(inputs.float(), state)
+
+
+@dataclass
+class Window:
+    """One LSTM layer's pass over time steps ``[start, start + T)`` of a batch sorted longest first."""
+
+    outputs: torch.Tensor  # (rows running at start, T, hidden), zero after each row's end
+    state: LayerState | None  # of the rows still running after the window (None: none are)
+    finals: list[LayerState]  # final states of the rows ending inside it, later-ending (lower) rows last
+
+
+def run_window(
+    lstm: nn.LSTM, inputs: torch.Tensor, state: LayerState | None, lengths: torch.Tensor, start: int
+) -> Window:
+    """``inputs`` (rows running at ``start``, T, features) with their ``state`` at ``start``.
+
+    ``lengths`` (CPU, sorted descending) are the whole batch's. The window runs in segments between
+    the distinct lengths inside it: each is one plain (fused, fast) LSTM call over the rows still
+    running, and a row's final state is taken where it ends. Exactly what packing computes, without
+    the packed path's per-step fallback on CPU.
+    """
+    running, end = inputs.shape[0], start + inputs.shape[1]
+    lengths = lengths[:running]
+    bounds = sorted({int(n) for n in lengths.tolist() if start < n < end} | {end})
+    outputs, finals, t = [], [], start
+    for bound in bounds:
+        rows = int((lengths >= bound).sum())  # running through [t, bound): no length lies inside
+        if state is not None:
+            state = (state[0][:, :rows], state[1][:, :rows])
+        segment, state = run_lstm(lstm, inputs[:rows, t - start : bound - start], state)
+        outputs.append(F.pad(segment, (0, 0, 0, 0, 0, running - rows)))
+        still = int((lengths > bound).sum())
+        if still < rows:
+            finals.append((state[0][:, still:rows], state[1][:, still:rows]))
+        state = (state[0][:, :still], state[1][:, :still]) if still else None
+        t = bound
+    return Window(torch.cat(outputs, dim=1), state, finals)
+
+
+def inverse(order: torch.Tensor) -> torch.Tensor:
+    restore = torch.empty_like(order)
+    restore[order] = torch.arange(len(order))
+    return restore
+
+
+def unsort_state(finals: list[LayerState], restore: torch.Tensor) -> LayerState:
+    """A layer's final states, collected window by window from a length-sorted batch (rows ending
+    later last), in the batch's own order."""
+    h = torch.cat([h for h, _ in finals[::-1]], dim=1)
+    c = torch.cat([c for _, c in finals[::-1]], dim=1)
+    return h[:, restore.to(h.device)], c[:, restore.to(c.device)]
+
+
+def unsort_memory(top: torch.Tensor, restore: torch.Tensor, sorted_lengths: torch.Tensor) -> Memory:
+    """The top encoder layer's outputs of a length-sorted batch, as attention's memory in the batch's order."""
+    mask = torch.arange(top.shape[1]) < sorted_lengths[restore].unsqueeze(1)
+    return Memory(top[restore.to(top.device)], mask.to(top.device))
 
 
 def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each row's first ``length`` tokens in place of them; padding stays at the end."""
+    """Reverse each row's first ``length`` entries in place of them; padding stays at the end."""
     time = torch.arange(tokens.shape[1], device=tokens.device)  # (time,)
     lengths = lengths.to(tokens.device).unsqueeze(1)  # (batch, 1)
     index = torch.where(time < lengths, lengths - 1 - time, time)  # (batch, time)
@@ -89,20 +156,36 @@ def teacher_forcing(tgt_tokens: torch.Tensor, tgt_lengths: torch.Tensor) -> tupl
     return decoder_in, targets
 
 
+class OutputLayer(nn.Linear):
+    """The full softmax: logits, per-token cross-entropy, and log-probabilities for beam search.
+    ``dist_train.parallel.vocab_parallel`` offers the same three, split by vocabulary over devices."""
+
+    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (at least fp32) of (..., hidden) features against (...) targets; 0 at padding."""
+        return token_losses(self(hidden.to(self.weight.device)), targets.to(self.weight.device))
+
+    def log_prob_slices(self, hidden: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+        """[(0, log-probabilities over the whole vocabulary)]: one slice, at offset 0."""
+        return [(0, F.log_softmax(self(hidden.to(self.weight.device)).float(), dim=-1))]
+
+
 class Seq2Seq(nn.Module):
     def __init__(self, cfg: Seq2SeqConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.src_embed = nn.Embedding(src_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
         self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        lstm = dict(hidden_size=cfg.hidden_dim, num_layers=cfg.num_layers, batch_first=True, dropout=cfg.dropout)
-        self.encoder = nn.LSTM(cfg.embed_dim, **lstm)
-        self.decoder = nn.LSTM(cfg.embed_dim, **lstm)
+        self.encoder = self._layers()
+        self.decoder = self._layers()
         if cfg.attention:
             self.attention_score = nn.Linear(cfg.hidden_dim, cfg.hidden_dim, bias=False)  # Luong's W_a
             self.attention_combine = nn.Linear(2 * cfg.hidden_dim, cfg.hidden_dim, bias=False)  # Luong's W_c
-        self.output = nn.Linear(cfg.hidden_dim, tgt_vocab_size)
+        self.output = OutputLayer(cfg.hidden_dim, tgt_vocab_size)
         self.reset_parameters()
+
+    def _layers(self) -> nn.ModuleList:
+        sizes = [self.cfg.embed_dim] + [self.cfg.hidden_dim] * (self.cfg.num_layers - 1)
+        return nn.ModuleList(nn.LSTM(size, self.cfg.hidden_dim, batch_first=True) for size in sizes)
 
     def reset_parameters(self) -> None:
         """The paper's §3.4 initialization: every parameter uniform in [-init_range, init_range]."""
@@ -112,42 +195,46 @@ class Seq2Seq(nn.Module):
             self.src_embed.weight[PAD_ID].zero_()
             self.tgt_embed.weight[PAD_ID].zero_()
 
+    def between_layers(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        """Dropout on a layer's output before the next layer (none after the top one)."""
+        if self.cfg.dropout and layer < self.cfg.num_layers - 1:
+            return F.dropout(x, self.cfg.dropout, self.training)
+        return x
+
+    # --- encoder ------------------------------------------------------------------------------
+
+    def embed_source(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        """(batch, time, embed), reversed when the config says so, on the embedding's device."""
+        src_tokens = src_tokens.to(self.src_embed.weight.device)
+        if self.cfg.reverse_source:
+            src_tokens = reverse_padded(src_tokens, src_lengths)
+        return self.src_embed(src_tokens)
+
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> tuple[State, Memory | None]:
         """Final (h, c) of every encoder layer for each sentence, whatever the padding, and the
         memory attention reads (None without attention)."""
-        if self.cfg.reverse_source:
-            src_tokens = reverse_padded(src_tokens, src_lengths)
-        return self._encode_by_length(self.src_embed(src_tokens), src_lengths.cpu())
-
-    def _encode_by_length(self, embedded: torch.Tensor, lengths: torch.Tensor) -> tuple[State, Memory | None]:
-        """The encoder run in segments between the batch's distinct lengths, longest rows first.
-
-        Each segment is one plain (fused, fast) LSTM call over the rows still running, starting from
-        their state at the previous boundary; a row's final state is taken where it ends. Exactly
-        what packing computes, without the packed path's per-step fallback on CPU.
-        """
+        lengths = src_lengths.cpu()
         order = torch.argsort(lengths, descending=True, stable=True)
-        embedded, lengths = embedded[order.to(embedded.device)], lengths[order]  # (batch, time, embed)
-        finals_h, finals_c, outputs, state, start = [], [], [], None, 0
-        for length in torch.unique(lengths).tolist():  # ascending
-            running = int((lengths >= length).sum())
-            ending = int((lengths == length).sum())
-            if state is not None:
-                state = (state[0][:, :running], state[1][:, :running])
-            segment, state = run_lstm(self.encoder, embedded[:running, start:length], state)
-            if self.cfg.attention:  # rows that have ended are zero in this segment
-                outputs.append(F.pad(segment, (0, 0, 0, 0, 0, len(order) - running)))
-            finals_h.append(state[0][:, running - ending : running])
-            finals_c.append(state[1][:, running - ending : running])
-            start = length
-        restore = torch.empty_like(order)
-        restore[order] = torch.arange(len(order))
-        restore = restore.to(embedded.device)
-        final = torch.cat(finals_h[::-1], dim=1)[:, restore], torch.cat(finals_c[::-1], dim=1)[:, restore]
-        if not self.cfg.attention:
-            return final, None
-        mask = torch.arange(start, device=embedded.device) < lengths[restore].to(embedded.device).unsqueeze(1)
-        return final, Memory(torch.cat(outputs, dim=1)[restore], mask)
+        x = self.embed_source(src_tokens, src_lengths)
+        x, lengths = x[order.to(x.device)], lengths[order]  # longest first
+        restore, state = inverse(order), []
+        for i, layer in enumerate(self.encoder):
+            window = run_window(layer, x, None, lengths, 0)
+            state.append(unsort_state(window.finals, restore))
+            x = self.between_layers(window.outputs, i)
+        return state, unsort_memory(x, restore, lengths) if self.cfg.attention else None
+
+    # --- decoder ------------------------------------------------------------------------------
+
+    def decode(self, decoder_in: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Top-layer hidden states (batch, time, hidden) and the state after the last step."""
+        x = self.tgt_embed(decoder_in.to(self.tgt_embed.weight.device))
+        new_state = []
+        for i, layer in enumerate(self.decoder):
+            x, layer_state = run_lstm(layer, x, state[i])
+            new_state.append(layer_state)
+            x = self.between_layers(x, i)
+        return x, new_state
 
     def readout(self, hidden: torch.Tensor, memory: Memory | None) -> torch.Tensor:
         """What the softmax reads at each decoder step (batch, time, hidden): the top decoder
@@ -157,31 +244,40 @@ class Seq2Seq(nn.Module):
     def attend(self, hidden: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """Luong's attentional output and the attention weights (batch, time, src_time) over the
         memory's positions (the encoder's order: reversed when the source is)."""
-        scores = self.attention_score(hidden) @ memory.outputs.transpose(1, 2)  # (batch, time, src_time)
-        weights = torch.softmax(scores.masked_fill(~memory.mask.unsqueeze(1), float("-inf")), dim=-1)
-        context = weights @ memory.outputs  # (batch, time, hidden)
+        hidden = hidden.to(self.attention_score.weight.device)
+        outputs, mask = memory.outputs.to(hidden.device), memory.mask.to(hidden.device)
+        scores = self.attention_score(hidden) @ outputs.transpose(1, 2)  # (batch, time, src_time)
+        weights = torch.softmax(scores.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1)
+        context = weights @ outputs  # (batch, time, hidden)
         return torch.tanh(self.attention_combine(torch.cat([context, hidden], dim=-1))), weights
 
-    def decode(self, decoder_in: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """Top-layer hidden states (batch, time, hidden) and the state after the last step."""
-        hidden, state = run_lstm(self.decoder, self.tgt_embed(decoder_in), state)
-        return hidden, state
+    # --- the whole model ----------------------------------------------------------------------
+
+    def features(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor):
+        """What the softmax reads for teacher-forced decoder inputs: (batch, time, hidden)."""
+        state, memory = self.encode(src_tokens, src_lengths)
+        hidden, _ = self.decode(decoder_in, state)
+        return self.readout(hidden, memory)
 
     def forward(
         self,
         src_tokens: torch.Tensor,
         src_lengths: torch.Tensor,
         decoder_in: torch.Tensor,
-        target_mask: torch.Tensor | None = None,
+        target_mask: torch.Tensor,
+        targets: torch.Tensor,
     ) -> torch.Tensor:
-        """Logits for teacher-forced decoder inputs: (batch, time, tgt_vocab), or (tokens, tgt_vocab)
-        for only the positions where ``target_mask`` (batch, time) is true (no softmax on padding)."""
-        state, memory = self.encode(src_tokens, src_lengths)
-        hidden, _ = self.decode(decoder_in, state)
-        hidden = self.readout(hidden, memory)
-        if target_mask is not None:
-            hidden = hidden[target_mask]  # (tokens, hidden)
-        return self.output(hidden)
+        """Cross-entropy (tokens,) of the real targets (where ``target_mask`` is true, flattened):
+        the softmax runs on real target positions only, never on padding."""
+        return self.target_losses(self.features(src_tokens, src_lengths, decoder_in), target_mask, targets)
+
+    def target_losses(self, features: torch.Tensor, target_mask: torch.Tensor, targets: torch.Tensor):
+        """Per-token cross-entropy of the real targets, from (batch, time, hidden) features."""
+        return self.output.token_losses(features[target_mask.to(features.device)], targets)
+
+    def logits(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor) -> torch.Tensor:
+        """(batch, time, tgt_vocab) for teacher-forced decoder inputs: for short inputs and tests."""
+        return self.output(self.features(src_tokens, src_lengths, decoder_in))
 
 
 def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

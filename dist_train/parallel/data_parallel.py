@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dist_train.distributed import Topology
+from dist_train.parallel.pipeline import Wavefront
 
 
 def wrap_data_parallel(model: nn.Module, topology: Topology) -> nn.Module:
@@ -20,4 +21,7 @@ def wrap_data_parallel(model: nn.Module, topology: Topology) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    """The plain model inside any wrappers (DDP, the wavefront pipeline: each keeps it as ``module``)."""
+    while isinstance(model, (DistributedDataParallel, Wavefront)):
+        model = model.module
+    return model

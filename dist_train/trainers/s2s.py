@@ -19,9 +19,10 @@ from dist_train import rng
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, all_gather_objects, replicas_agree
 from dist_train.metrics import Sinks
-from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig, token_losses
+from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from dist_train.optim import HalvingSchedule, OptimConfig, build_optimizer
-from dist_train.parallel.data_parallel import unwrap, wrap_data_parallel
+from dist_train.parallel.data_parallel import unwrap
+from dist_train.parallel.replica import ParallelConfig, build_replica
 from dist_train.precision import MixedPrecision
 from dist_train.trainers.loop import Deadline, IntervalMeter, TrainConfig, agree
 from dist_train.trainers.s2s_batch import model_inputs
@@ -44,6 +45,7 @@ class S2SConfig:
     data: ReaderConfig = field(default_factory=ReaderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 def vocab_sizes(cfg: VocabConfig, manifest: dict) -> tuple[int, int]:
@@ -75,7 +77,7 @@ class S2STrainer:
         self.checkpointer, self.sinks, self.extra_state = checkpointer, sinks, extra_state
         self.src_vocab_size, self.tgt_vocab_size = vocab_sizes(cfg.vocab, reader.shards.manifest)
         model = Seq2Seq(cfg.model, src_vocab_size=self.src_vocab_size, tgt_vocab_size=self.tgt_vocab_size)
-        self.model = wrap_data_parallel(model.to(topology.device), topology)
+        self.model = build_replica(model, cfg.parallel, topology)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
         self.schedule = HalvingSchedule(cfg.optim, steps_per_epoch=len(reader))
         self.precision = MixedPrecision(cfg.train.precision, topology.device)
@@ -124,8 +126,7 @@ class S2STrainer:
         inputs = model_inputs(batch, (self.src_vocab_size, self.tgt_vocab_size), self.topology.device)
         lr = self.schedule.apply(self.optimizer, self.step)
         with self.precision.autocast():
-            logits = self.model(inputs.src_tokens, inputs.src_lengths, inputs.decoder_in, inputs.target_mask)
-        loss_sum = token_losses(logits, inputs.targets).sum()  # nats over every target token, </s> included
+            loss_sum = self.model(*inputs.as_args()).sum()  # nats over every target token, </s> included
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward(loss_sum / len(batch))  # the paper divides the gradient by the batch size
         self.precision.unscale(self.optimizer)

@@ -23,6 +23,10 @@ class ModelInputs:
     def num_targets(self) -> int:
         return len(self.targets)
 
+    def as_args(self) -> tuple[torch.Tensor, ...]:
+        """The model's forward arguments: it returns the targets' per-token losses."""
+        return self.src_tokens, self.src_lengths, self.decoder_in, self.target_mask, self.targets
+
 
 def model_inputs(batch: TextBatch, vocab_sizes: tuple[int, int], device: torch.device) -> ModelInputs:
     batch = batch.to(device)

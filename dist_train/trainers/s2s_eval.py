@@ -9,7 +9,7 @@ import torch
 
 from data_shards import ShardReader
 from dist_train.distributed import Topology, all_reduce_sum
-from dist_train.models.seq2seq import Seq2Seq, token_losses
+from dist_train.models.seq2seq import Seq2Seq
 from dist_train.precision import MixedPrecision
 from dist_train.trainers.s2s_batch import model_inputs
 
@@ -50,8 +50,7 @@ class DevEvaluator:
         for batch in self.reader:
             inputs = model_inputs(batch, self.vocab_sizes, self.topology.device)
             with self.precision.autocast():
-                logits = model(inputs.src_tokens, inputs.src_lengths, inputs.decoder_in, inputs.target_mask)
-            nll += float(token_losses(logits, inputs.targets).sum())
+                nll += float(model(*inputs.as_args()).sum())
             tokens += inputs.num_targets
         model.train(was_training)
         nll, tokens = all_reduce_sum([nll, tokens], self.topology)

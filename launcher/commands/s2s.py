@@ -142,7 +142,7 @@ def dev_reader(dev: Path | None, cfg: S2SConfig, topology: distributed.Topology)
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, S2SConfig, NAME)
-    topology = distributed.init_distributed()
+    topology = distributed.init_distributed(devices_per_replica=cfg.parallel.devices_per_replica)
     try:
         data, dev = (args.data, args.dev) if args.data else default_shards(args, topology)
         return train(args, cfg, topology, data, dev or args.dev)

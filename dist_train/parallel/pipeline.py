@@ -1,0 +1,90 @@
+"""The wavefront pipeline: deep LSTM layers on their own devices, working at once on different times.
+
+The time axis (the source, then the target) is cut into chunks of ``chunk_len`` steps. At wave w,
+layer l computes chunk w − l on its own device, continuing from its (h, c) carried from chunk
+w − l − 1, with the fused LSTM kernel over the chunk; its output moves to layer l + 1's device
+without blocking. The decoder's layer l continues from the encoder's layer l on the same device
+(the first decoder chunk of layer l comes right after its last encoder chunk). Every layer call is
+issued in wave order from one Python thread, so with one device per layer the devices overlap:
+while layer 1 computes chunk 0, layer 0 already computes chunk 1. Backward overlaps the same way
+through autograd's per-device worker threads (each device's backward work runs on its own thread
+as soon as its gradients arrive).
+
+With C chunks over the source and target and L layers, the pipeline runs C + L − 1 waves, of
+which each layer idles in L − 1: a bubble fraction of (L − 1) / (C + L − 1). Shorter chunks mean
+more chunks and a smaller bubble but smaller kernels (a chunk of T steps is one input matmul of
+batch·T rows and T recurrent steps); ``chunk_len`` trades the two. The paper's 4 layers with
+sentences of ~30 + 30 tokens: chunk_len 8 gives C = 8 and a bubble of 3/11 ≈ 27%; 4 gives 16
+chunks and 3/19 ≈ 16%.
+
+The arithmetic is the plain model's (``Seq2Seq.encode``/``decode``): the same layer windows, cut
+at chunk boundaries as well as at sentence ends, so losses and gradients match it to fp32 rounding.
+Dropout draws its masks per chunk, so with dropout the two agree in distribution only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dist_train.models.seq2seq import Seq2Seq, inverse, run_lstm, run_window, unsort_memory, unsort_state
+
+
+def bubble_fraction(num_chunks: int, num_layers: int) -> float:
+    return (num_layers - 1) / (num_chunks + num_layers - 1)
+
+
+class Wavefront(nn.Module):
+    """A (placed) ``Seq2Seq`` whose training forward runs as a wavefront; ``module`` is the model."""
+
+    def __init__(self, model: Seq2Seq, chunk_len: int) -> None:
+        super().__init__()
+        if chunk_len < 1:
+            raise ValueError("the wavefront pipeline needs chunk_len >= 1")
+        self.module, self.chunk_len = model, chunk_len
+
+    def forward(self, src_tokens, src_lengths, decoder_in, target_mask, targets) -> torch.Tensor:
+        """As ``Seq2Seq.forward``: the real targets' per-token cross-entropy (tokens,)."""
+        return self.module.target_losses(self.features(src_tokens, src_lengths, decoder_in), target_mask, targets)
+
+    def features(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor):
+        model, size = self.module, self.chunk_len
+        lengths = src_lengths.cpu()
+        order = torch.argsort(lengths, descending=True, stable=True)
+        restore, lengths = inverse(order), lengths[order]  # the encoder works longest first
+        source = model.embed_source(src_tokens, src_lengths)
+        source = source[order.to(source.device)]
+        target = model.tgt_embed(decoder_in.to(model.tgt_embed.weight.device))
+        num_source = math.ceil(source.shape[1] / size)
+        num_layers, num_chunks = model.cfg.num_layers, num_source + math.ceil(target.shape[1] / size)
+        # chunk inputs per layer: inputs[l][j] feeds layer l at chunk j; inputs[L] are the top's outputs
+        inputs: list[list[torch.Tensor | None]] = [[None] * num_chunks for _ in range(num_layers + 1)]
+        for j in range(num_source):
+            start = j * size
+            inputs[0][j] = source[: int((lengths > start).sum()), start : start + size]
+        for j in range(num_chunks - num_source):
+            inputs[0][num_source + j] = target[:, j * size : (j + 1) * size]
+        states, finals = [None] * num_layers, [[] for _ in range(num_layers)]
+        for wave in range(num_chunks + num_layers - 1):
+            for layer in range(num_layers):
+                j = wave - layer
+                if not 0 <= j < num_chunks:
+                    continue
+                if j < num_source:
+                    window = run_window(model.encoder[layer], inputs[layer][j], states[layer], lengths, j * size)
+                    states[layer], out = window.state, window.outputs
+                    finals[layer].extend(window.finals)
+                else:
+                    if j == num_source:  # this layer's encoder is done: its decoder starts from it
+                        states[layer] = unsort_state(finals[layer], restore)
+                    out, states[layer] = run_lstm(model.decoder[layer], inputs[layer][j], states[layer])
+                inputs[layer + 1][j] = model.between_layers(out, layer)
+        hidden = torch.cat(inputs[num_layers][num_source:], dim=1)
+        if not model.cfg.attention:
+            return hidden
+        batch = len(order)
+        top = torch.cat([F.pad(x, (0, 0, 0, 0, 0, batch - x.shape[0])) for x in inputs[num_layers][:num_source]], 1)
+        return model.readout(hidden, unsort_memory(top, restore, lengths))

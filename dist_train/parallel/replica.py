@@ -1,0 +1,55 @@
+"""One replica, built from the plain model: placed on its devices, pipelined, then data-parallel.
+
+The order matters and is the only place it is written down: placement moves layers and splits the
+softmax (``placement``), the wavefront runs the placed layers (``pipeline``), and DDP wraps the
+whole replica with ``device_ids=None`` so a replica may span several devices (``data_parallel``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dist_train.distributed import Topology
+from dist_train.models.seq2seq import Seq2Seq
+from dist_train.parallel.data_parallel import wrap_data_parallel
+from dist_train.parallel.pipeline import Wavefront
+from dist_train.parallel.placement import place, plan_layout
+
+PLACEMENTS = ("none", "paper")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParallelConfig:
+    """How one replica spreads over its devices (one process drives one replica)."""
+
+    placement: str = "none"  # none: the whole model on one device; paper: layers and softmax shards spread
+    devices_per_replica: int = 1
+    softmax_shards: int = 4  # the paper split its softmax over 4 GPUs
+    chunk_len: int = 0  # wavefront pipeline chunk in time steps; 0: no pipeline (layer after layer)
+
+    def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"parallel.placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
+        if self.devices_per_replica < 1 or self.softmax_shards < 1 or self.chunk_len < 0:
+            raise ValueError("parallel.devices_per_replica and softmax_shards must be >= 1, chunk_len >= 0")
+        if self.placement == "none" and self.devices_per_replica > 1:
+            raise ValueError("parallel.devices_per_replica > 1 needs parallel.placement=paper")
+
+
+def build_replica(model: Seq2Seq, cfg: ParallelConfig, topology: Topology) -> nn.Module:
+    """The module the trainer calls: forward(...) → per-token losses, as ``Seq2Seq.forward``."""
+    devices = [torch.device(d) for d in topology.devices]
+    if len(devices) != cfg.devices_per_replica:
+        raise ValueError(
+            f"parallel.devices_per_replica={cfg.devices_per_replica} but the topology gives this "
+            f"process {len(devices)} devices"
+        )
+    if cfg.placement == "paper":
+        place(model, plan_layout(model.cfg.num_layers, devices, cfg.softmax_shards))
+    else:
+        model.to(devices[0])
+    replica = Wavefront(model, cfg.chunk_len) if cfg.chunk_len else model
+    return wrap_data_parallel(replica, topology)

@@ -123,12 +123,26 @@ def test_paper_layout_trains_as_the_plain_model_and_its_checkpoint_translates(ne
     assert len(result.stdout.splitlines()) == 2
 
 
-def test_torchrun_two_replicas_of_the_paper_layout(newstest_small_shards, tmp_path):
-    process = torchrun(
-        "--nproc_per_node", "2", data=newstest_small_shards, run_dir=tmp_path / "run", overrides=PAPER_LAYOUT
-    )
-    summary = finished(process)
-    assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
+def test_torchrun_two_replicas_of_the_paper_layout_with_ddp_and_with_deepspeed(newstest_small_shards, tmp_path):
+    """Multi-device replicas under both data-parallel engines: the same losses, replicas in sync."""
+    runs = {
+        engine: torchrun(
+            "--nproc_per_node",
+            "2",
+            data=newstest_small_shards,
+            run_dir=tmp_path / engine,
+            overrides=(*PAPER_LAYOUT, f"parallel.engine={engine}", "threads=1"),
+        )
+        for engine in ("ddp", "deepspeed")
+    }
+    for engine, process in runs.items():
+        summary = finished(process)
+        assert summary["steps"] == 6 and summary["replicas_in_sync"] is True, engine
+    ddp, deepspeed = losses(tmp_path / "ddp"), losses(tmp_path / "deepspeed")
+    assert sorted(deepspeed) == [2, 4, 6]
+    assert [deepspeed[s] for s in (2, 4, 6)] == pytest.approx([ddp[s] for s in (2, 4, 6)], rel=1e-4)
+    state = load_checkpoint(tmp_path / "deepspeed" / "checkpoints" / "step-00000006.pt")
+    assert set(state["model"]) == set(load_checkpoint(tmp_path / "ddp" / "checkpoints" / "step-00000006.pt")["model"])
 
 
 def test_torchrun_two_nodes_on_localhost(newstest_small_shards, tmp_path):

@@ -1,6 +1,8 @@
-"""Data parallelism across replicas: DDP over the replica process group."""
+"""Data parallelism across replicas: DDP over the replica process group; unwrapping any wrapper."""
 
 from __future__ import annotations
+
+import sys
 
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -21,7 +23,13 @@ def wrap_data_parallel(model: nn.Module, topology: Topology) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside any wrappers (DDP, the wavefront pipeline: each keeps it as ``module``)."""
-    while isinstance(model, (DistributedDataParallel, Wavefront)):
+    """The plain model inside any wrappers (DDP, DeepSpeed, the pipeline: each keeps it as ``module``)."""
+    while isinstance(model, (DistributedDataParallel, Wavefront)) or is_deepspeed_engine(model):
         model = model.module
     return model
+
+
+def is_deepspeed_engine(module: nn.Module) -> bool:
+    """Without importing DeepSpeed (slow) when nothing has."""
+    engine = sys.modules.get("deepspeed.runtime.engine")
+    return engine is not None and isinstance(module, engine.DeepSpeedEngine)

@@ -1,8 +1,9 @@
 """One replica, built from the plain model: placed on its devices, pipelined, then data-parallel.
 
 The order matters and is the only place it is written down: placement moves layers and splits the
-softmax (``placement``), the wavefront runs the placed layers (``pipeline``), and DDP wraps the
-whole replica with ``device_ids=None`` so a replica may span several devices (``data_parallel``).
+softmax (``placement``), the wavefront runs the placed layers (``pipeline``), and the engine (DDP
+with ``device_ids=None``, or DeepSpeed with ``dont_change_device``) wraps the whole replica, which
+may span several devices (``engines``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import nn
 
 from dist_train.distributed import Topology
 from dist_train.models.seq2seq import Seq2Seq
-from dist_train.parallel.data_parallel import wrap_data_parallel
+from dist_train.parallel.engines import ENGINES, DeepSpeedDataParallel, TorchEngine
 from dist_train.parallel.pipeline import Wavefront
 from dist_train.parallel.placement import place, plan_layout
 
@@ -29,18 +30,21 @@ class ParallelConfig:
     devices_per_replica: int = 1
     softmax_shards: int = 4  # the paper split its softmax over 4 GPUs
     chunk_len: int = 0  # wavefront pipeline chunk in time steps; 0: no pipeline (layer after layer)
+    engine: str = "ddp"  # ddp | deepspeed: who all-reduces gradients and steps the optimizer
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
             raise ValueError(f"parallel.placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
         if self.devices_per_replica < 1 or self.softmax_shards < 1 or self.chunk_len < 0:
             raise ValueError("parallel.devices_per_replica and softmax_shards must be >= 1, chunk_len >= 0")
+        if self.engine not in ENGINES:
+            raise ValueError(f"parallel.engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.placement == "none" and self.devices_per_replica > 1:
             raise ValueError("parallel.devices_per_replica > 1 needs parallel.placement=paper")
 
 
 def build_replica(model: Seq2Seq, cfg: ParallelConfig, topology: Topology) -> nn.Module:
-    """The module the trainer calls: forward(...) → per-token losses, as ``Seq2Seq.forward``."""
+    """The replica the engine wraps: forward(...) → per-token losses, as ``Seq2Seq.forward``."""
     devices = [torch.device(d) for d in topology.devices]
     if len(devices) != cfg.devices_per_replica:
         raise ValueError(
@@ -51,5 +55,15 @@ def build_replica(model: Seq2Seq, cfg: ParallelConfig, topology: Topology) -> nn
         place(model, plan_layout(model.cfg.num_layers, devices, cfg.softmax_shards))
     else:
         model.to(devices[0])
-    replica = Wavefront(model, cfg.chunk_len) if cfg.chunk_len else model
-    return wrap_data_parallel(replica, topology)
+    return Wavefront(model, cfg.chunk_len) if cfg.chunk_len else model
+
+
+def build_engine(
+    cfg: ParallelConfig, replica: nn.Module, topology: Topology, optimizer, precision, *, batch_size, max_grad_norm
+):
+    """``engine.module(...)`` runs the forward, ``engine.update(loss, max_grad_norm)`` the rest."""
+    if cfg.engine == "deepspeed":
+        return DeepSpeedDataParallel(
+            replica, topology, optimizer, precision, batch_size=batch_size, max_grad_norm=max_grad_norm
+        )
+    return TorchEngine(replica, topology, optimizer, precision)

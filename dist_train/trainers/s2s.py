@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from data_shards import ReaderConfig, ShardReader, TextBatch
 from dist_train import rng
 from dist_train.checkpoint import Checkpointer
@@ -22,7 +20,7 @@ from dist_train.metrics import Sinks
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from dist_train.optim import HalvingSchedule, OptimConfig, build_optimizer
 from dist_train.parallel.data_parallel import unwrap
-from dist_train.parallel.replica import ParallelConfig, build_replica
+from dist_train.parallel.replica import ParallelConfig, build_engine, build_replica
 from dist_train.precision import MixedPrecision
 from dist_train.trainers.loop import Deadline, IntervalMeter, TrainConfig, agree
 from dist_train.trainers.s2s_batch import model_inputs
@@ -77,10 +75,20 @@ class S2STrainer:
         self.checkpointer, self.sinks, self.extra_state = checkpointer, sinks, extra_state
         self.src_vocab_size, self.tgt_vocab_size = vocab_sizes(cfg.vocab, reader.shards.manifest)
         model = Seq2Seq(cfg.model, src_vocab_size=self.src_vocab_size, tgt_vocab_size=self.tgt_vocab_size)
-        self.model = build_replica(model, cfg.parallel, topology)
-        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
+        replica = build_replica(model, cfg.parallel, topology)
+        self.optimizer = build_optimizer(cfg.optim, replica.parameters())
         self.schedule = HalvingSchedule(cfg.optim, steps_per_epoch=len(reader))
         self.precision = MixedPrecision(cfg.train.precision, topology.device)
+        self.engine = build_engine(
+            cfg.parallel,
+            replica,
+            topology,
+            self.optimizer,
+            self.precision,
+            batch_size=cfg.data.batch_size,
+            max_grad_norm=cfg.optim.max_grad_norm,
+        )
+        self.model = self.engine.module
         self.total_steps = cfg.train.total_steps(len(reader))
         self.step, self.words_seen, self.train_seconds = 0, 0, 0.0
         self.meter = IntervalMeter(("loss_sum", "target_tokens", "words"))
@@ -127,12 +135,8 @@ class S2STrainer:
         lr = self.schedule.apply(self.optimizer, self.step)
         with self.precision.autocast():
             loss_sum = self.model(*inputs.as_args()).sum()  # nats over every target token, </s> included
-        self.optimizer.zero_grad(set_to_none=True)
-        self.precision.backward(loss_sum / len(batch))  # the paper divides the gradient by the batch size
-        self.precision.unscale(self.optimizer)
-        max_norm = self.cfg.optim.max_grad_norm or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        self.precision.step(self.optimizer)
+        # the paper divides the gradient by the batch size, then clips it at norm 5
+        grad_norm = self.engine.update(loss_sum / len(batch), self.cfg.optim.max_grad_norm)
         return StepResult(
             loss_sum=float(loss_sum.detach()),
             target_tokens=inputs.num_targets,

@@ -12,8 +12,10 @@ The steps, all seeded by (seed, epoch):
   2. cut that sequence into ``num_replicas × num_workers`` contiguous, near-equal streams, so a
      stream reads only a few whole shards (a shard at a boundary is shared by two streams);
   3. shuffle each stream within blocks of ``shuffle_buffer`` samples;
-  4. bucket: sort each pool of ``bucket_pool`` samples by length, cut it into batches (by
-     sentence count or padded-token budget), shuffle the batches of the pool;
+  4. bucket: sort each pool of ``bucket_pool`` samples by source length, then target length (so a
+     batch's sources are nearly equal: the encoder runs one segment per distinct source length),
+     cut it into batches (by sentence count or padded-token budget on the longer side), shuffle
+     the batches of the pool;
   5. equalize the batch count across replicas.
 """
 
@@ -63,7 +65,7 @@ class EpochPlan:
 def plan_epoch(
     shard_sizes: list[int], lengths: np.ndarray, cfg: ReaderConfig, *, epoch: int, num_replicas: int
 ) -> EpochPlan:
-    """``lengths[i]`` is sample i's bucketing length (tokens of its longer side; 1 for images)."""
+    """``lengths[i]`` is sample i's length: (source, target) tokens for text, (1,) for an image."""
     num_workers = max(cfg.num_workers, 1)
     num_streams = num_replicas * num_workers
     if len(lengths) < num_replicas:
@@ -95,9 +97,9 @@ def _bucket(stream: np.ndarray, lengths: np.ndarray, cfg: ReaderConfig, rng: np.
     batches = []
     for i in range(0, len(stream), pool_size):
         pool = stream[i : i + pool_size]
-        if cfg.bucket_pool:
-            pool = pool[np.argsort(lengths[pool], kind="stable")]
-        pool_batches = _cut(pool, lengths[pool], cfg)
+        if cfg.bucket_pool:  # by source length, then target length: a batch's sources are nearly equal
+            pool = pool[np.lexsort(lengths[pool].T[::-1])]
+        pool_batches = _cut(pool, lengths[pool].max(axis=1), cfg)  # budgets count the longer side
         if cfg.shuffle:
             pool_batches = [pool_batches[j] for j in rng.permutation(len(pool_batches))]
         batches += pool_batches

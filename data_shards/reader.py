@@ -36,9 +36,10 @@ class ShardSet:
         self.num_samples = int(self.starts[-1])
 
     def bucket_lengths(self) -> np.ndarray:
-        """Each sample's length for bucketing: its longer side for text, 1 for an image."""
+        """Each sample's lengths for bucketing (samples, sides): (source, target) tokens for text,
+        (1,) for an image."""
         if self.kind != "text-pairs":
-            return np.ones(self.num_samples, dtype=np.int64)
+            return np.ones((self.num_samples, 1), dtype=np.int64)
         path = self.folder / self.manifest["lengths"]["file"]
         try:
             lengths = np.load(path)
@@ -46,7 +47,7 @@ class ShardSet:
             raise DataError(path, f"cannot read the length index: {err}") from err
         if lengths.shape != (self.num_samples, 2):
             raise DataError(path, f"holds {lengths.shape[0]} lengths, the manifest lists {self.num_samples} samples")
-        return lengths.max(axis=1)
+        return lengths
 
     def shard_of(self, sample_ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.starts, sample_ids, side="right") - 1

@@ -58,7 +58,7 @@ def _env_int(names: tuple[str, ...], default: int) -> int:
     return default
 
 
-def _replica_devices(local_rank: int, devices_per_replica: int) -> tuple[str, ...]:
+def replica_devices(local_rank: int, devices_per_replica: int) -> tuple[str, ...]:
     if not torch.cuda.is_available():
         return ("cpu",) * devices_per_replica
     first = local_rank * devices_per_replica
@@ -77,7 +77,7 @@ def init_distributed(*, devices_per_replica: int = 1, timeout_minutes: float = 1
     local_rank = _env_int(("LOCAL_RANK", "SLURM_LOCALID"), 0)
     local_world_size = _env_int(("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"), 1 if world_size == 1 else world_size)
     node_rank = _env_int(("GROUP_RANK", "SLURM_NODEID"), 0)
-    devices = _replica_devices(local_rank, devices_per_replica)
+    devices = replica_devices(local_rank, devices_per_replica)
     backend = "nccl" if devices[0].startswith("cuda") else "gloo"
     if devices[0].startswith("cuda"):
         torch.cuda.set_device(torch.device(devices[0]))

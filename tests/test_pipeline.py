@@ -18,7 +18,7 @@ from dist_train.trainers.s2s_batch import model_inputs
 
 VOCAB = (1000, 1003)  # uneven softmax shards: 251, 251, 251, 250
 
-DEVICE_KINDS = ["cpu"] + (["cuda"] if torch.cuda.device_count() >= 2 else [])
+DEVICE_KINDS = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 
 
 def devices(kind: str, count: int = 8) -> list[torch.device]:

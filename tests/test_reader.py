@@ -57,6 +57,13 @@ def test_token_budget_and_length_bucketing(newstest_small_shards):
     assert bucketed_pad < 0.25 < random_pad, (bucketed_pad, random_pad)
 
 
+def test_buckets_sort_by_source_length_first(newstest_small_shards):
+    """A batch's sources are (nearly) equally long: the encoder runs one segment per distinct length."""
+    reader = ShardReader(newstest_small_shards, ReaderConfig(batch_size=32, num_workers=0))
+    distinct = [len(set(b.src_lengths.tolist())) for b in reader]
+    assert np.median(distinct) == 1 and np.percentile(distinct, 95) <= 2, distinct  # only the long tail spreads
+
+
 def test_resume_mid_epoch_yields_the_very_same_batches(newstest_small_shards):
     cfg = ReaderConfig(max_tokens=1200, num_workers=2, seed=7, bucket_pool=800)
     reference = ShardReader(newstest_small_shards, cfg, replica_rank=1, num_replicas=2)

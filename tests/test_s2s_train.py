@@ -145,6 +145,15 @@ def test_torchrun_two_replicas_of_the_paper_layout_with_ddp_and_with_deepspeed(n
     assert set(state["model"]) == set(load_checkpoint(tmp_path / "ddp" / "checkpoints" / "step-00000006.pt")["model"])
 
 
+def test_deepspeed_launchers_local_rank_flag_is_accepted(newstest_small_shards, tmp_path):
+    """``deepspeed --num_gpus N`` appends ``--local_rank=R`` to the job's arguments."""
+    result = tiny_cli(
+        newstest_small_shards, tmp_path / "run", "max_steps=1", "parallel.engine=deepspeed", "--local_rank=0"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1])["steps"] == 1
+
+
 def test_torchrun_two_nodes_on_localhost(newstest_small_shards, tmp_path):
     rendezvous = [
         "--nnodes",
@@ -232,6 +241,10 @@ def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
         "--profile",
         "threads=1",
         "model.attention=true",
+        "--placement",
+        "paper",
+        "--chunk-len",
+        "3",
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -241,6 +254,11 @@ def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
         assert figures[key] > 0, key
     assert figures["mfu"] == pytest.approx(figures["achieved_flops"] / figures["gemm_peak_flops"], rel=1e-3)
     assert figures["threads"] == 1 and figures["preset"] == "tiny"
+    assert figures["placement"] == "paper" and figures["devices_per_replica"] == 8 and figures["chunk_len"] == 3
+    pipeline = figures["pipeline"]  # tiny: 2 layers
+    assert pipeline["bubble_fraction"] == pytest.approx(1 / (pipeline["chunks_per_step"] + 1), rel=0.2)
+    assert set(pipeline["forward_busy_s_per_step"]) == {"layer_0", "layer_1"}
+    assert all(seconds > 0 for seconds in pipeline["forward_busy_s_per_step"].values())
     breakdown = figures["time_breakdown_ms_per_step"]
     for category in ("lstm", "softmax_and_loss", "matmuls_outside_lstm", "embedding", "optimizer"):
         assert breakdown[category] > 0, category
@@ -299,6 +317,8 @@ def test_dev_perplexity_is_logged_and_reported(newstest_small_shards, tmp_path, 
         "max_steps=10",
         "eval.every_steps=5",
         "threads=1",
+        "optim.name=adam",  # learns visibly within 10 steps, whatever the batches
+        "optim.lr=0.01",
     ]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr

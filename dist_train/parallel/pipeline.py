@@ -24,7 +24,11 @@ Dropout draws its masks per chunk, so with dropout the two agree in distribution
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,36 @@ def bubble_fraction(num_chunks: int, num_layers: int) -> float:
     return (num_layers - 1) / (num_chunks + num_layers - 1)
 
 
+class BusyClock:
+    """Forward time each layer's device spends in its layer calls: CUDA events on a GPU (so the
+    devices' overlap is not counted as busy), wall time on CPU. And the chunks of each step."""
+
+    def __init__(self) -> None:
+        self.cpu_seconds: dict[str, float] = defaultdict(float)
+        self.events: dict[str, list] = defaultdict(list)
+        self.chunks: list[int] = []
+
+    @contextmanager
+    def busy(self, name: str, device: torch.device):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(torch.cuda.current_stream(device))
+            yield
+            end.record(torch.cuda.current_stream(device))
+            self.events[name].append((start, end))
+        else:
+            started = time.perf_counter()
+            yield
+            self.cpu_seconds[name] += time.perf_counter() - started
+
+    def seconds(self) -> dict[str, float]:
+        totals = dict(self.cpu_seconds)
+        for name, pairs in self.events.items():
+            torch.cuda.synchronize()
+            totals[name] = totals.get(name, 0.0) + sum(s.elapsed_time(e) for s, e in pairs) / 1000
+        return totals
+
+
 class Wavefront(nn.Module):
     """A (placed) ``Seq2Seq`` whose training forward runs as a wavefront; ``module`` is the model."""
 
@@ -45,6 +79,7 @@ class Wavefront(nn.Module):
         if chunk_len < 1:
             raise ValueError("the wavefront pipeline needs chunk_len >= 1")
         self.module, self.chunk_len = model, chunk_len
+        self.clock: BusyClock | None = None  # set one to measure (bench s2s)
 
     def forward(self, src_tokens, src_lengths, decoder_in, target_mask, targets) -> torch.Tensor:
         """As ``Seq2Seq.forward``: the real targets' per-token cross-entropy (tokens,)."""
@@ -73,18 +108,27 @@ class Wavefront(nn.Module):
                 j = wave - layer
                 if not 0 <= j < num_chunks:
                     continue
-                if j < num_source:
-                    window = run_window(model.encoder[layer], inputs[layer][j], states[layer], lengths, j * size)
-                    states[layer], out = window.state, window.outputs
-                    finals[layer].extend(window.finals)
-                else:
-                    if j == num_source:  # this layer's encoder is done: its decoder starts from it
-                        states[layer] = unsort_state(finals[layer], restore)
-                    out, states[layer] = run_lstm(model.decoder[layer], inputs[layer][j], states[layer])
+                with self._busy(layer):
+                    if j < num_source:
+                        encoder = model.encoder[layer]
+                        window = run_window(encoder, inputs[layer][j], states[layer], lengths, j * size)
+                        states[layer], out = window.state, window.outputs
+                        finals[layer].extend(window.finals)
+                    else:
+                        if j == num_source:  # this layer's encoder is done: its decoder starts from it
+                            states[layer] = unsort_state(finals[layer], restore)
+                        out, states[layer] = run_lstm(model.decoder[layer], inputs[layer][j], states[layer])
                 inputs[layer + 1][j] = model.between_layers(out, layer)
+        if self.clock is not None:
+            self.clock.chunks.append(num_chunks)
         hidden = torch.cat(inputs[num_layers][num_source:], dim=1)
         if not model.cfg.attention:
             return hidden
         batch = len(order)
         top = torch.cat([F.pad(x, (0, 0, 0, 0, 0, batch - x.shape[0])) for x in inputs[num_layers][:num_source]], 1)
         return model.readout(hidden, unsort_memory(top, restore, lengths))
+
+    def _busy(self, layer: int):
+        if self.clock is None:
+            return contextlib.nullcontext()
+        return self.clock.busy(f"layer_{layer}", self.module.encoder[layer].weight_hh_l0.device)

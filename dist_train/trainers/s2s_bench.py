@@ -10,9 +10,10 @@ import torch
 
 from data_shards import ShardReader
 from dist_train.checkpoint import Checkpointer
-from dist_train.distributed import Topology
+from dist_train.distributed import Topology, replica_devices
 from dist_train.flops import gemm_flops_per_s, s2s_step_flops
 from dist_train.metrics import Sinks
+from dist_train.parallel.pipeline import BusyClock, Wavefront, bubble_fraction
 from dist_train.trainers.s2s import S2SConfig, S2STrainer
 
 # Where a step's time goes: profiler ops by name, first matching category wins.
@@ -42,12 +43,15 @@ def time_breakdown(trainer: S2STrainer, batches, steps: int) -> dict:
 
 
 def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup: int, profile: bool = False) -> dict:
-    topology = Topology()
+    topology = Topology(devices=replica_devices(0, cfg.parallel.devices_per_replica))
     reader = ShardReader(data, cfg.data)
     trainer = S2STrainer(cfg, topology, reader, Checkpointer(work_dir / "checkpoints"), Sinks([]), {})
     batches = iter(reader)
     times, words, flops = [], 0, 0.0
+    wavefront = find_wavefront(trainer.model)
     for i in range(warmup + steps):
+        if i == warmup and wavefront is not None:
+            wavefront.clock = BusyClock()
         batch = next(batches)
         start = time.perf_counter()
         result = trainer.train_step(batch)
@@ -59,6 +63,9 @@ def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup:
             flops += s2s_step_flops(
                 cfg.model, trainer.tgt_vocab_size, int(batch.src_lengths.sum()), result.target_tokens, pairs
             )
+    pipeline = {"pipeline": pipeline_figures(wavefront, cfg.model.num_layers, steps)} if wavefront else {}
+    if wavefront is not None:
+        wavefront.clock = None
     breakdown = {"time_breakdown_ms_per_step": time_breakdown(trainer, batches, steps)} if profile else {}
     seconds = sum(times)
     tokens_per_batch = cfg.data.batch_size * 30  # the output projection's rows at a typical length
@@ -74,7 +81,28 @@ def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup:
         "batch_size": cfg.data.batch_size,
         "vocab_sizes": [trainer.src_vocab_size, trainer.tgt_vocab_size],
         "precision": cfg.train.precision,
+        "placement": cfg.parallel.placement,
+        "devices_per_replica": cfg.parallel.devices_per_replica,
+        "chunk_len": cfg.parallel.chunk_len,
         "threads": torch.get_num_threads(),
         "loss_finite": math.isfinite(result.loss_sum),
+        **pipeline,
         **breakdown,
+    }
+
+
+def find_wavefront(module) -> Wavefront | None:
+    while not isinstance(module, Wavefront) and hasattr(module, "module"):
+        module = module.module
+    return module if isinstance(module, Wavefront) else None
+
+
+def pipeline_figures(wavefront: Wavefront, num_layers: int, steps: int) -> dict:
+    """Chunks per step, the schedule's bubble (L − 1)/(C + L − 1), and each layer device's forward
+    busy time per step (on CPU the devices take turns, so they add up rather than overlap)."""
+    chunks = wavefront.clock.chunks
+    return {
+        "chunks_per_step": round(sum(chunks) / len(chunks), 2),
+        "bubble_fraction": round(sum(bubble_fraction(c, num_layers) for c in chunks) / len(chunks), 4),
+        "forward_busy_s_per_step": {k: round(v / steps, 4) for k, v in wavefront.clock.seconds().items()},
     }

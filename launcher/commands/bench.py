@@ -41,6 +41,13 @@ def add_parser(jobs) -> None:
     p.add_argument("--warmup", type=int, default=2, help="s2s: untimed steps first")
     p.add_argument("--data", type=Path, default=None, help="s2s: shards (default: the giga-fren training sample)")
     p.add_argument(
+        "--placement",
+        choices=("none", "paper"),
+        default=None,
+        help="s2s: parallel.placement; paper spreads layers and softmax shards over 8 devices (all cpu here)",
+    )
+    p.add_argument("--chunk-len", type=int, default=None, help="s2s: parallel.chunk_len, the wavefront chunk")
+    p.add_argument(
         "--profile",
         action="store_true",
         help="s2s: also profile as many steps again and report where a step's time goes "
@@ -99,9 +106,19 @@ def giga_fren_shards(data_root: Path) -> Path:
     return out
 
 
+def layout(args: argparse.Namespace) -> list[str]:
+    """--placement / --chunk-len as config overrides (explicit key=value overrides come after them)."""
+    overrides = []
+    if args.placement == "paper":
+        overrides += ["parallel.placement=paper", "parallel.devices_per_replica=8"]
+    if args.chunk_len is not None:
+        overrides.append(f"parallel.chunk_len={args.chunk_len}")
+    return overrides
+
+
 def run_s2s(args: argparse.Namespace, data_root: Path, preset: str) -> None:
     try:
-        cfg = load_config(S2SConfig, files=[preset_file("s2s", preset)], overrides=args.overrides)
+        cfg = load_config(S2SConfig, files=[preset_file("s2s", preset)], overrides=[*layout(args), *args.overrides])
     except ConfigError as err:
         args.parser.error(str(err))
     if cfg.train.threads:

@@ -61,6 +61,13 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str) -> 
         metavar="auto|never|PATH",
         help="auto: the newest complete checkpoint in the run directory, if any",
     )
+    p.add_argument(
+        "--local_rank",
+        "--local-rank",
+        type=int,
+        default=None,
+        help="as $LOCAL_RANK; DeepSpeed's launcher (deepspeed --num_gpus N, --hostfile) passes it",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_steps=20 optim.lr=0.5")
 
 
@@ -142,6 +149,8 @@ def dev_reader(dev: Path | None, cfg: S2SConfig, topology: distributed.Topology)
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, S2SConfig, NAME)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     topology = distributed.init_distributed(devices_per_replica=cfg.parallel.devices_per_replica)
     try:
         data, dev = (args.data, args.dev) if args.data else default_shards(args, topology)

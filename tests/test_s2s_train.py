@@ -265,6 +265,26 @@ def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
     assert sum(breakdown.values()) < 10 * 1000 * figures["step_time_s"]
 
 
+def test_bench_pipeline_compares_the_layout_with_the_plain_model(newstest_small_shards):
+    args = [
+        "bench",
+        "pipeline",
+        "--preset",
+        "tiny",
+        "--data",
+        newstest_small_shards,
+        "--steps",
+        "2",
+        "--chunk-len",
+        "3",
+    ]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["plain_step_s"] > 0 and figures["pipelined_step_s"] > 0 and figures["chunk_len"] == 3
+    assert figures["overhead"] == pytest.approx(figures["pipelined_step_s"] / figures["plain_step_s"] - 1, abs=2e-3)
+
+
 def test_plain_pytorch_reference_loop_prints_its_throughput(newstest_small_shards):
     script = PROJECT_ROOT / "benchmarks" / "plain_s2s.py"
     args = ["--preset", "tiny", "--data", str(newstest_small_shards), "--steps", "2", "--warmup", "1"]

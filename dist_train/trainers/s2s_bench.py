@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -13,8 +15,11 @@ from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, replica_devices
 from dist_train.flops import gemm_flops_per_s, s2s_step_flops
 from dist_train.metrics import Sinks
+from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.pipeline import BusyClock, Wavefront, bubble_fraction
-from dist_train.trainers.s2s import S2SConfig, S2STrainer
+from dist_train.parallel.placement import place, plan_layout
+from dist_train.trainers.s2s import S2SConfig, S2STrainer, vocab_sizes
+from dist_train.trainers.s2s_batch import model_inputs
 
 # Where a step's time goes: profiler ops by name, first matching category wins.
 CATEGORIES = {
@@ -88,6 +93,37 @@ def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup:
         "loss_finite": math.isfinite(result.loss_sum),
         **pipeline,
         **breakdown,
+    }
+
+
+def bench_pipeline(cfg: S2SConfig, data: Path, *, steps: int, chunk_len: int, devices: int = 8) -> dict:
+    """The pipeline machinery's cost: forward + backward of the plain model against the same
+    weights placed on the paper's layout (``devices``, all ``cpu`` here) and run as a wavefront,
+    on the same batches, alternating in one process so the machine's drift hits both alike."""
+    reader = ShardReader(data, dataclasses.replace(cfg.data, num_workers=0))
+    sizes = vocab_sizes(cfg.vocab, reader.shards.manifest)
+    torch.manual_seed(cfg.train.seed)
+    plain = Seq2Seq(cfg.model, src_vocab_size=sizes[0], tgt_vocab_size=sizes[1])
+    placed = place(copy.deepcopy(plain), plan_layout(cfg.model.num_layers, [torch.device("cpu")] * devices, 4))
+    pipelined = Wavefront(placed, chunk_len)
+    batches = [model_inputs(b, sizes, torch.device("cpu")) for b, _ in zip(reader, range(steps + 1))]
+    seconds = {"plain": 0.0, "pipelined": 0.0}
+    for i, inputs in enumerate(batches):
+        for name, model in (("plain", plain), ("pipelined", pipelined)):
+            start = time.perf_counter()
+            model(*inputs.as_args()).sum().backward()
+            if i:  # the first batch warms up
+                seconds[name] += time.perf_counter() - start
+    plain_s, piped_s = seconds["plain"] / steps, seconds["pipelined"] / steps
+    return {
+        "plain_step_s": round(plain_s, 4),
+        "pipelined_step_s": round(piped_s, 4),
+        "overhead": round(piped_s / plain_s - 1, 4),
+        "chunk_len": chunk_len,
+        "devices": devices,
+        "steps": steps,
+        "batch_size": cfg.data.batch_size,
+        "threads": torch.get_num_threads(),
     }
 
 

@@ -13,13 +13,13 @@ import torch
 from data_shards.bench import bench_data
 from data_shards.shard_text import ShardTextConfig, shard_text
 from dist_train.trainers.s2s import S2SConfig
-from dist_train.trainers.s2s_bench import bench_s2s
+from dist_train.trainers.s2s_bench import bench_pipeline, bench_s2s
 from launcher.commands.common import print_summary, say
 from launcher.config import ConfigError, load_config, preset_file
 from launcher.paths import shards_home, shared_data
 
 NAME = "bench"
-TARGETS = ("data", "s2s", "all")  # the gan benchmark arrives with its job
+TARGETS = ("data", "s2s", "pipeline", "all")  # the gan benchmark arrives with its job
 
 
 def add_parser(jobs) -> None:
@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         args.parser.error(f"{data_root}: no wmt14-en-fr folder here; pass --data-root")
     if args.target in ("data", "all"):
         run_data(args, data_root)
+    if args.target == "pipeline":
+        run_pipeline(args, data_root, args.preset or "paper")
     if args.target in ("s2s", "all"):
         for preset in [args.preset] if args.preset else (["small", "paper"] if args.target == "all" else ["small"]):
             run_s2s(args, data_root, preset)
@@ -106,6 +108,25 @@ def giga_fren_shards(data_root: Path) -> Path:
     return out
 
 
+def run_pipeline(args: argparse.Namespace, data_root: Path, preset: str) -> None:
+    cfg = s2s_config(args, preset)
+    data = args.data or giga_fren_shards(data_root)
+    steps, chunk_len = args.steps or 3, args.chunk_len or 8
+    say(f"bench pipeline: preset {preset}, plain against paper layout + wavefront (chunk {chunk_len}), {steps} steps")
+    figures = bench_pipeline(cfg, data, steps=steps, chunk_len=chunk_len)
+    print_summary({"bench": "pipeline", "preset": preset, **figures, **machine()})
+
+
+def s2s_config(args: argparse.Namespace, preset: str) -> S2SConfig:
+    try:
+        cfg = load_config(S2SConfig, files=[preset_file("s2s", preset)], overrides=[*layout(args), *args.overrides])
+    except ConfigError as err:
+        args.parser.error(str(err))
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    return cfg
+
+
 def layout(args: argparse.Namespace) -> list[str]:
     """--placement / --chunk-len as config overrides (explicit key=value overrides come after them)."""
     overrides = []
@@ -117,12 +138,7 @@ def layout(args: argparse.Namespace) -> list[str]:
 
 
 def run_s2s(args: argparse.Namespace, data_root: Path, preset: str) -> None:
-    try:
-        cfg = load_config(S2SConfig, files=[preset_file("s2s", preset)], overrides=[*layout(args), *args.overrides])
-    except ConfigError as err:
-        args.parser.error(str(err))
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    cfg = s2s_config(args, preset)
     data = args.data or giga_fren_shards(data_root)
     steps = args.steps or (3 if preset == "paper" else 10)
     threads = torch.get_num_threads()

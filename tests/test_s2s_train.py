@@ -145,6 +145,16 @@ def test_torchrun_two_replicas_of_the_paper_layout_with_ddp_and_with_deepspeed(n
     assert set(state["model"]) == set(load_checkpoint(tmp_path / "ddp" / "checkpoints" / "step-00000006.pt")["model"])
 
 
+def test_deepspeed_engine_stops_and_resumes_exactly(newstest_small_shards, tmp_path):
+    common = ("log_every=1", "threads=1", "parallel.engine=deepspeed")
+    for run, steps in (("straight", 8), ("stopped", 3), ("stopped", 8)):
+        result = tiny_cli(newstest_small_shards, tmp_path / run, f"max_steps={steps}", *common)
+        assert result.returncode == 0, result.stderr[-2000:]
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "stopped")
+    assert sorted(resumed) == list(range(1, 9))
+    assert [resumed[s] for s in range(4, 9)] == [straight[s] for s in range(4, 9)]
+
+
 def test_deepspeed_launchers_local_rank_flag_is_accepted(newstest_small_shards, tmp_path):
     """``deepspeed --num_gpus N`` appends ``--local_rank=R`` to the job's arguments."""
     result = tiny_cli(

@@ -2,7 +2,8 @@
 
 Both take the same replica (plain, placed or pipelined), the same optimizer and the same loss, so
 the trainer is written once: ``engine.module(...)`` for the forward, ``engine.update(loss)`` for
-everything after it. Gradients are averaged across replicas by either engine.
+everything after it (backward, all-reduce, clipping at ``max_grad_norm``, step). Gradients are
+averaged across replicas by either engine.
 
 - ``ddp``: ``DistributedDataParallel(device_ids=None)`` when there are peers, the model itself
   otherwise; clipping and fp16 loss scaling are ``MixedPrecision``'s.
@@ -30,16 +31,23 @@ ENGINES = ("ddp", "deepspeed")
 
 class TorchEngine:
     def __init__(
-        self, replica: nn.Module, topology: Topology, optimizer: torch.optim.Optimizer, precision: MixedPrecision
+        self,
+        replica: nn.Module,
+        topology: Topology,
+        optimizer: torch.optim.Optimizer,
+        precision: MixedPrecision,
+        *,
+        max_grad_norm: float,
     ) -> None:
         self.module, self.optimizer, self.precision = wrap_data_parallel(replica, topology), optimizer, precision
+        self.max_grad_norm = max_grad_norm or math.inf
 
-    def update(self, loss: torch.Tensor, max_grad_norm: float) -> float:
+    def update(self, loss: torch.Tensor) -> float:
         """Backward, clip, step; the gradient norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward(loss)
         self.precision.unscale(self.optimizer)
-        grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), max_grad_norm or math.inf)
+        grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
         self.precision.step(self.optimizer)
         return float(grad_norm)
 
@@ -77,10 +85,9 @@ class DeepSpeedDataParallel:
             config=config,
             config_class=DeepSpeedConfig(config),
             dont_change_device=True,
-        )
-        self.optimizer = optimizer  # ZeRO 0 in fp32 steps the client optimizer itself
+        )  # ZeRO 0 in fp32 steps our optimizer itself, so the schedule and checkpoints still see it
 
-    def update(self, loss: torch.Tensor, max_grad_norm: float) -> float:
+    def update(self, loss: torch.Tensor) -> float:
         self.module.backward(loss)  # and the all-reduce across replicas
         grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), math.inf)  # measures, clips nothing
         self.module.step()  # clip at gradient_clipping, step, zero the gradients

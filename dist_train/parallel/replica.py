@@ -61,9 +61,9 @@ def build_replica(model: Seq2Seq, cfg: ParallelConfig, topology: Topology) -> nn
 def build_engine(
     cfg: ParallelConfig, replica: nn.Module, topology: Topology, optimizer, precision, *, batch_size, max_grad_norm
 ):
-    """``engine.module(...)`` runs the forward, ``engine.update(loss, max_grad_norm)`` the rest."""
+    """``engine.module(...)`` runs the forward, ``engine.update(loss)`` the rest."""
     if cfg.engine == "deepspeed":
         return DeepSpeedDataParallel(
             replica, topology, optimizer, precision, batch_size=batch_size, max_grad_norm=max_grad_norm
         )
-    return TorchEngine(replica, topology, optimizer, precision)
+    return TorchEngine(replica, topology, optimizer, precision, max_grad_norm=max_grad_norm)

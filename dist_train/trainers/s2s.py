@@ -136,7 +136,7 @@ class S2STrainer:
         with self.precision.autocast():
             loss_sum = self.model(*inputs.as_args()).sum()  # nats over every target token, </s> included
         # the paper divides the gradient by the batch size, then clips it at norm 5
-        grad_norm = self.engine.update(loss_sum / len(batch), self.cfg.optim.max_grad_norm)
+        grad_norm = self.engine.update(loss_sum / len(batch))
         return StepResult(
             loss_sum=float(loss_sum.detach()),
             target_tokens=inputs.num_targets,

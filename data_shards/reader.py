@@ -20,6 +20,7 @@ from data_shards.errors import DataError
 from data_shards.manifest import load_manifest
 from data_shards.plan import EpochPlan, ReaderConfig, plan_epoch
 from data_shards.tario import read_samples
+from data_shards.vocab import Vocab
 
 
 class ShardSet:
@@ -34,6 +35,11 @@ class ShardSet:
         self.sizes = [s["num_samples"] for s in self.shards]
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self.num_samples = int(self.starts[-1])
+
+    def vocab(self, side: str, size: int = 0) -> Vocab:
+        """A text shard set's ``src`` or ``tgt`` vocabulary, cut to its ``size`` most frequent entries (0: all)."""
+        tokens = Vocab.load(self.folder / self.manifest["vocab"][side]["file"]).tokens
+        return Vocab(tokens[:size] if size else tokens)
 
     def bucket_lengths(self) -> np.ndarray:
         """Each sample's lengths for bucketing (samples, sides): (source, target) tokens for text,
@@ -165,6 +171,9 @@ class ShardReader:
                 num_workers=workers,
                 prefetch_factor=4 if workers else None,
                 persistent_workers=workers > 0,
+                # its own generator: each new iterator draws a seed, which would otherwise come from the
+                # global RNG and shift dropout and noise after a resume (the plan fixes the batches anyway)
+                generator=torch.Generator().manual_seed(self.cfg.seed),
             )
         return iter(self._loader)
 

@@ -24,6 +24,8 @@ class ShardImagesConfig:
     shard_size: int = 10_000
     overwrite: bool = False
     progress: bool = True
+    skip: int = 0  # of all inputs' images in order, leave out the first ``skip`` ...
+    limit: int = 0  # ... and keep at most ``limit`` after them (0: all): a train/valid split of one file
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -32,6 +34,11 @@ class ShardImagesConfig:
             raise ValueError(f"--format must be one of {IMAGE_FORMATS}, not {self.format!r}")
         if self.shard_size < 1:
             raise ValueError("--shard-size must be at least 1")
+        if self.skip < 0 or self.limit < 0:
+            raise ValueError("--skip and --limit must be >= 0")
+
+    def keeps(self, index: int) -> bool:
+        return index >= self.skip and (not self.limit or index < self.skip + self.limit)
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -44,12 +51,16 @@ def encode_png(image: np.ndarray) -> bytes:
 class _Seen:
     shapes: set = field(default_factory=set)
     max_label: int = -1
+    read: int = 0  # images read from the inputs, kept or not
 
 
-def _write_source(source, classes, writer: ShardWriter, bar, seen: _Seen) -> dict:
-    """Write one input's images; returns its manifest entry."""
+def _write_source(source, classes, writer: ShardWriter, bar, seen: _Seen, cfg: ShardImagesConfig) -> dict:
+    """Write one input's images (those ``cfg`` keeps); returns its manifest entry."""
     before = writer.num_samples
     for image, label in source.images(classes):
+        seen.read += 1
+        if not cfg.keeps(seen.read - 1):
+            continue
         writer.write({"png": encode_png(image), "cls": str(label).encode()})
         seen.shapes.add(image.shape)
         seen.max_label = max(seen.max_label, label)
@@ -69,7 +80,7 @@ def shard_images(cfg: ShardImagesConfig) -> dict:
         writer = ShardWriter(staging, cfg.shard_size)
         with tqdm(desc="shard images", unit="img", unit_scale=True, disable=not cfg.progress) as bar:
             for source in sources:
-                inputs.append(_write_source(source, folder_classes, writer, bar, seen))
+                inputs.append(_write_source(source, folder_classes, writer, bar, seen, cfg))
                 if source.labels is not None:
                     inputs.append(file_entry(source.labels, format="mnist-idx labels"))
         shards = writer.close()
@@ -82,6 +93,7 @@ def shard_images(cfg: ShardImagesConfig) -> dict:
             "fields": {"png": "image (PNG, L or RGB)", "cls": "class index (decimal text)"},
             "classes": folder_classes or [str(i) for i in range(seen.max_label + 1)],
             "image_shape": list(seen.shapes.pop()) if len(seen.shapes) == 1 else None,
+            "selection": {"skip": cfg.skip, "limit": cfg.limit},
             "inputs": inputs,
         }
         write_manifest(staging, manifest)

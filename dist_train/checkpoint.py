@@ -7,6 +7,7 @@ leaves the previous one intact and never a half file under a checkpoint's name.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import time
 from pathlib import Path
@@ -37,13 +38,7 @@ class Checkpointer:
 
     def save(self, step: int, state: dict) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        final = self.path_for(step)
-        temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        with open(temporary, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, final)
+        final = atomic_save(state, self.path_for(step))
         self._last_save = time.monotonic()
         for old in self.complete()[: -self.keep] if self.keep > 0 else []:
             old.unlink(missing_ok=True)
@@ -65,9 +60,38 @@ class Checkpointer:
         return complete[-1] if complete else None
 
 
+def atomic_save(state: dict, final: Path) -> Path:
+    """``torch.save`` to a temporary file beside ``final``, synced, then renamed over it: a reader
+    sees the old file or the whole new one, never a partial one."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, final)
+    return final
+
+
 def load_checkpoint(path: Path) -> dict:
     """Tensors and plain values only: ``weights_only=True`` refuses anything that could run code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:  # not a checkpoint, truncated, or unsafe
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(path, f"is not a loadable checkpoint: {first_line}") from err
+
+
+def newest_in(path: Path) -> Path:
+    """A checkpoint file as given; for a run directory, its newest complete checkpoint."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        latest = Checkpointer(path / "checkpoints").latest() or Checkpointer(path).latest()
+        if latest is not None:
+            return latest
+        raise DataError(path, "holds no complete checkpoint")
+    raise DataError(path, "no such checkpoint")
 
 
 def resolve_resume(resume: str, checkpointer: Checkpointer) -> Path | None:

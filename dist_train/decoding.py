@@ -20,7 +20,7 @@ from dist_train.models.seq2seq import Seq2Seq, reverse_padded, select_rows
 @dataclass(frozen=True, kw_only=True)
 class BeamConfig:
     beam: int = 12
-    max_len_a: float = 1.5  # a hypothesis may be at most a·source_length + b tokens long
+    max_len_a: float = 1.5  # a hypothesis may be at most a·source_length + b tokens long (then </s> is forced)
     max_len_b: int = 10
     length_penalty: float = 0.0  # GNMT's α: score / ((5 + len) / 6)^α; 0 ranks by log-probability (the paper)
     unk_penalty: float = 0.0  # subtracted from log p(<unk>) at every step (fairseq's --unkpen); inf forbids it
@@ -47,13 +47,13 @@ def _step(models: list[Seq2Seq], tokens: torch.Tensor, states: list, memories: l
     total, attention = None, None
     for i, model in enumerate(models):
         hidden, states[i] = model.decode(tokens.unsqueeze(1), states[i])
-        if memories[i] is not None:
-            hidden, weights = model.attend(hidden, memories[i])
-            weights = weights[:, 0].float()  # (rows, src_time), in the encoder's order
+        readout = model.readout(hidden, memories[i])
+        if readout.attention is not None:
+            weights = readout.attention[:, 0].float()  # (rows, src_time), in the encoder's order
             if model.cfg.reverse_source:
                 weights = reverse_padded(weights, src_lengths)
             attention = weights if attention is None else attention + weights
-        slices = model.output.log_prob_slices(hidden[:, 0])
+        slices = model.log_prob_slices(readout)
         if total is not None and [offset for offset, _ in slices] != [offset for offset, _ in total]:
             raise ValueError("an ensemble's members must split the vocabulary the same way")
         total = slices if total is None else [(o, t + x.to(t.device)) for (o, t), (_, x) in zip(total, slices)]
@@ -98,14 +98,15 @@ def beam_search(
     history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
     attended = torch.empty((batch * k, 0), dtype=torch.long, device=device)  # one column ahead of history
     last = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
-    max_len = (src_lengths.float() * cfg.max_len_a + cfg.max_len_b).long().tolist()
+    row_max_len = (row_lengths.float() * cfg.max_len_a + cfg.max_len_b).long()
     finished: list[list[tuple[float, list[int], list[int]]]] = [[] for _ in range(batch)]
     done = [False] * batch
-    for step in range(max(max_len) + 1):
+    for step in range(int(row_max_len.max()) + 1):
         slices, position = _step(models, last, states, memories, row_lengths)  # [(offset, (batch·k, size))]
+        slices = _end_at_limit(slices, step >= row_max_len)
         attended = torch.cat([attended, (position if position is not None else last).view(-1, 1)], dim=1)
         top_scores, beam_of, token_of = _top_candidates(slices, scores, cfg)  # (batch, 2k) each
-        keep = _advance(top_scores, beam_of, token_of, history, attended, finished, done, max_len, step, cfg)
+        keep = _advance(top_scores, beam_of, token_of, history, attended, finished, done, cfg)
         if all(done):
             break
         rows = (torch.arange(batch, device=device).unsqueeze(1) * k + keep["beam"]).view(-1)
@@ -118,7 +119,21 @@ def beam_search(
     return [Hypothesis(tokens, positions if with_attention else None) for _, tokens, positions in best]
 
 
-def _advance(top_scores, beam_of, token_of, history, attended, finished, done, max_len, step, cfg) -> dict:
+def _end_at_limit(slices, rows: torch.Tensor):
+    """Rows (``rows`` true) whose hypotheses reached the length limit may only emit </s>, scored as any
+    other end (as fairseq does)."""
+    if not rows.any():
+        return slices
+    ended = []
+    for offset, log_probs in slices:
+        limited = log_probs.masked_fill(rows.to(log_probs.device).unsqueeze(1), float("-inf"))
+        if offset <= EOS_ID < offset + log_probs.shape[1]:
+            limited[:, EOS_ID - offset] = log_probs[:, EOS_ID - offset]
+        ended.append((offset, limited))
+    return ended
+
+
+def _advance(top_scores, beam_of, token_of, history, attended, finished, done, cfg) -> dict:
     """Move finished candidates out; return the k best unfinished (beam, token, score) per sentence."""
     batch, k = top_scores.shape[0], cfg.beam
     keep_beam = torch.zeros((batch, k), dtype=torch.long, device=top_scores.device)
@@ -133,10 +148,7 @@ def _advance(top_scores, beam_of, token_of, history, attended, finished, done, m
             if score == float("-inf") or kept == k:
                 break
             prefix, positions = history[b * k + beam].tolist(), attended[b * k + beam].tolist()
-            if step >= max_len[b]:  # out of length: every candidate ends here
-                score = _normalized(score, len(prefix) + 2, cfg.length_penalty)
-                finished[b].append((score, prefix + [token], positions))
-            elif token == EOS_ID:
+            if token == EOS_ID:
                 if rank < k:  # as fairseq: only an </s> among the k best ends a hypothesis
                     score = _normalized(score, len(prefix) + 1, cfg.length_penalty)
                     finished[b].append((score, prefix, positions[:-1]))

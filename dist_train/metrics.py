@@ -37,7 +37,8 @@ class JsonlSink:
 
 
 class ProgressBarSink:
-    """A tqdm bar over the run's steps with the chosen figures as postfix; tqdm gives the ETA."""
+    """A tqdm bar over the run's steps with the chosen figures as postfix; tqdm gives the ETA. A
+    ``planned_steps`` figure (what a time budget affords) moves the bar's end."""
 
     def __init__(self, *, total: int, initial: int, shown: dict[str, str], desc: str) -> None:
         self.shown = shown  # figure name → format, e.g. {"words_per_s": "{:,.0f}"}
@@ -45,6 +46,8 @@ class ProgressBarSink:
         self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def write(self, step: int, figures: dict) -> None:
+        if figures.get("planned_steps", self._bar.total) != self._bar.total:
+            self._bar.total = figures["planned_steps"]
         self._bar.update(step - self._bar.n)
         self.latest.update(figures)
         shown = [f"{name}={fmt.format(self.latest[name])}" for name, fmt in self.shown.items() if name in self.latest]

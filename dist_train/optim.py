@@ -1,5 +1,7 @@
 """Optimizers and learning-rate schedules: the paper's plain SGD with its halving schedule, by epochs
-(its recipe) or by steps (short runs); Adam for the small models that must learn in minutes."""
+(its recipe) or by steps (short runs); Adam for the small models that must learn in minutes; and a
+linear decay to zero over the run's last steps, which a time-budgeted run plans from its measured
+speed so that it ends at a low learning rate instead of wherever the clock stops it."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class OptimConfig:
     halve_every_epochs: float = 0.5
     halve_after_steps: int = 0
     halve_every_steps: int = 0
+    decay_fraction: float = 0.0  # the run's last fraction of steps: lr × a linear decay to 0 (0: none)
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.max_grad_norm < 0:
@@ -28,6 +31,8 @@ class OptimConfig:
             raise ValueError("optim.halve_every_epochs must be positive")
         if self.schedule == "steps" and (self.halve_after_steps < 0 or self.halve_every_steps <= 0):
             raise ValueError("schedule=steps needs optim.halve_every_steps > 0 and optim.halve_after_steps >= 0")
+        if not 0.0 <= self.decay_fraction < 1.0:
+            raise ValueError("optim.decay_fraction must be in [0, 1)")
 
 
 def build_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
@@ -36,17 +41,41 @@ def build_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr)
 
 
-class HalvingSchedule:
-    """lr = base until ``after``, then halved at ``after`` and every ``every`` after it.
+class LearningRateSchedule:
+    """lr = base until ``after``, then halved at ``after`` and every ``every`` after it; times a linear
+    decay to 0 over the last ``decay_fraction`` of the run's steps.
 
     Positions are epochs (fractional: step / steps_per_epoch) or steps. The paper (§3.4): "after
     5 epochs, we begun halving the learning rate every half epoch".
+
+    The decay runs from ``decay_from`` to the run's last step, ``horizon``: for a run limited by steps
+    or epochs, its last ``decay_fraction``; for a run with a time budget, from the moment that
+    fraction of the budget is left, over the steps the rest affords at the speed measured so far
+    (``begin_decay``).
     """
 
-    def __init__(self, cfg: OptimConfig, steps_per_epoch: int) -> None:
+    def __init__(self, cfg: OptimConfig, steps_per_epoch: int, total_steps: int) -> None:
         self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
+        self.total_steps = self.horizon = total_steps
+        self.decay_from = total_steps * (1.0 - cfg.decay_fraction) if cfg.decay_fraction else float(total_steps)
+        self.planned = False  # by a time budget (begin_decay), rather than by the step limit
+
+    def decaying(self, step: int) -> bool:
+        return step >= self.decay_from
+
+    def begin_decay(self, step: int, steps_affordable: float) -> None:
+        """Decay from ``step`` over the steps the time left affords (every replica must pass the
+        same figures), unless the step limit comes first."""
+        if self.cfg.decay_fraction and not self.decaying(step) and step + steps_affordable < self.total_steps:
+            self.decay_from, self.horizon = float(step), step + max(1, int(steps_affordable))
+            self.planned = True
 
     def lr_at(self, step: int) -> float:
+        if self.cfg.decay_fraction and self.decaying(step):
+            return self.halved_lr_at(step) * max(0.0, (self.horizon - step) / (self.horizon - self.decay_from))
+        return self.halved_lr_at(step)
+
+    def halved_lr_at(self, step: int) -> float:
         cfg = self.cfg
         if cfg.schedule == "constant":
             return cfg.lr
@@ -65,12 +94,74 @@ class HalvingSchedule:
         return lr
 
     def state_dict(self) -> dict:
-        """Stateless given the step; saved so a resumed run can check it uses the same schedule."""
-        return {"schedule": self.cfg.schedule, "steps_per_epoch": self.steps_per_epoch}
+        """The planned horizon; the rest is saved so a resumed run can check it uses the same schedule."""
+        return {
+            "schedule": self.cfg.schedule,
+            "steps_per_epoch": self.steps_per_epoch,
+            "planned_decay": [self.decay_from, self.horizon] if self.planned else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("planned_decay"):  # planned from a time budget: it holds whatever the step limit is now
+            self.decay_from, self.horizon = state["planned_decay"]
+            self.planned = True
         if state["steps_per_epoch"] != self.steps_per_epoch and self.cfg.schedule == "epochs":
             raise ValueError(
                 f"the checkpoint's epochs had {state['steps_per_epoch']} steps, now {self.steps_per_epoch}: "
                 "resume with the same data, batching and number of replicas"
             )
+
+
+# --- the GAN job ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class GanOptimConfig:
+    """One optimizer each for G and D, with the same settings (the released MNIST config's)."""
+
+    name: Literal["sgd", "adam"] = "sgd"  # sgd: with momentum, the paper's; adam: DCGAN's
+    lr: float = 0.1
+    lr_decay: float = 1.000004  # lr ÷ this after every step (the released config's ExponentialDecay)
+    min_lr: float = 1e-6
+    momentum: float = 0.5  # sgd: at epoch 1 ...
+    final_momentum: float = 0.7  # ... rising linearly to this ...
+    momentum_saturate_epoch: float = 250.0  # ... at this epoch (MomentumAdjustor)
+    betas: tuple[float, float] = (0.5, 0.999)  # adam (DCGAN: β1 = 0.5)
+    max_grad_norm: float = 0.0  # 0: no clipping (the paper's)
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.min_lr < 0 or self.lr_decay < 1 or self.max_grad_norm < 0:
+            raise ValueError("optim.lr > 0, optim.min_lr >= 0, optim.lr_decay >= 1, optim.max_grad_norm >= 0")
+        if not (0 <= self.momentum < 1 and 0 <= self.final_momentum < 1) or self.momentum_saturate_epoch < 1:
+            raise ValueError("optim.momentum and final_momentum must be in [0, 1), momentum_saturate_epoch >= 1")
+
+
+def build_gan_optimizer(cfg: GanOptimConfig, params) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+
+
+class DecaySchedule:
+    """lr = max(lr / decay^step, min_lr); for SGD, momentum from ``momentum`` at epoch 1 to
+    ``final_momentum`` at ``momentum_saturate_epoch``, linearly. Stateless given the step."""
+
+    def __init__(self, cfg: GanOptimConfig, steps_per_epoch: int) -> None:
+        self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
+
+    def lr_at(self, step: int) -> float:
+        return max(self.cfg.lr / self.cfg.lr_decay**step, self.cfg.min_lr)
+
+    def momentum_at(self, step: int) -> float:
+        cfg, epoch = self.cfg, 1 + step / self.steps_per_epoch  # epochs counted from 1, as pylearn2's
+        ramp = min(max((epoch - 1) / max(cfg.momentum_saturate_epoch - 1, 1e-9), 0.0), 1.0)
+        return cfg.momentum + (cfg.final_momentum - cfg.momentum) * ramp
+
+    def apply(self, optimizers: list[torch.optim.Optimizer], step: int) -> float:
+        lr, momentum = self.lr_at(step), self.momentum_at(step)
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+                if "momentum" in group:
+                    group["momentum"] = momentum
+        return lr

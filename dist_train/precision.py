@@ -47,3 +47,8 @@ class MixedPrecision:
     def load_state_dict(self, state: dict) -> None:
         if state:
             self.scaler.load_state_dict(state)
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in fp32 if it is in half precision; losses and probabilities are never summed in fp16/bf16."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

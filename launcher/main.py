@@ -9,9 +9,19 @@ import argparse
 import sys
 
 from data_shards.errors import DataError
-from launcher.commands import bench, prepare_wmt14, s2s, shard_images, shard_text, translate
+from launcher.commands import (
+    bench,
+    evaluate_gan,
+    gan,
+    prepare_wmt14,
+    s2s,
+    shard_images,
+    shard_text,
+    train_classifier,
+    translate,
+)
 
-JOBS = (shard_text, shard_images, prepare_wmt14, s2s, translate, bench)
+JOBS = (shard_text, shard_images, prepare_wmt14, s2s, translate, gan, evaluate_gan, train_classifier, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

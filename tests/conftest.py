@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from data_shards import ShardImagesConfig, ShardTextConfig, shard_images, shard_text
 from data_shards.bench import wmt_train_files
+from data_shards.vocab import UNK_ID
 from launcher.paths import PROJECT_ROOT, shared_data
 
 DATA = shared_data()
@@ -85,3 +87,23 @@ def tiny_checkpoint(tmp_path_factory, newstest_small_shards) -> Path:
     argv = ["s2s", "--preset", "tiny", "--data", str(newstest_small_shards), "--run-dir", str(run_dir), "threads=1"]
     assert main(argv) == 0
     return run_dir / "checkpoints" / "step-00000020.pt"
+
+
+HEADS = {"plain": {}, "attention": {"attention": True}, "copy": {"attention": True, "copy": True}}  # model variants
+
+
+def map_sources_for_copying(model) -> None:
+    """A copying model's source → target id map, as the trainer sets it from two vocabularies: here
+    source id i is target id i, except that every third word is missing from the target side."""
+    if model.cfg.copy:
+        ids = torch.arange(len(model.source_to_target))
+        ids[4:][ids[4:] % 3 == 0] = UNK_ID
+        model.source_to_target.copy_(ids)
+
+
+@pytest.fixture(scope="session")
+def mnist_5k_shards(tmp_path_factory, data_root) -> Path:
+    """The 5,000-image MNIST file (500 per class) as image shards."""
+    out = tmp_path_factory.mktemp("mnist-5k") / "shards"
+    shard_images(ShardImagesConfig(input=(data_root / "mnist-5k" / "mnist_5k.csv.gz",), out=out, progress=False))
+    return out

@@ -83,3 +83,14 @@ def test_plain_pytorch_reference_loop_prints_its_throughput(newstest_small_shard
         [sys.executable, script, *args, "model.attention=true"], capture_output=True, text=True, cwd=PROJECT_ROOT
     )
     assert refused.returncode == 2 and "without attention" in refused.stderr
+
+
+@pytest.mark.parametrize("mode", ["joint", "alternating"])
+def test_bench_gan_prints_images_per_second(mnist_5k_shards, mode):
+    result = run_cli("bench", "gan", "--preset", "tiny", "--data", mnist_5k_shards, "--steps", "4", "--warmup", "1",
+                     "threads=1", f"update.mode={mode}")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["bench"] == "gan" and figures["preset"] == "tiny" and figures["update_mode"] == mode
+    assert figures["images_per_s"] == pytest.approx(figures["batch_size"] / figures["step_time_s"], rel=1e-3)
+    assert figures["steps"] == 4 and figures["losses_finite"] is True and figures["cpus"] >= 1

@@ -24,7 +24,7 @@ def one_error_line(result, *fragments):
 def test_help_lists_the_jobs():
     result = run_cli("--help")
     assert result.returncode == 0
-    for job in ("shard-text", "shard-images", "bench"):
+    for job in ("shard-text", "shard-images", "s2s", "gan", "evaluate-gan", "train-classifier", "bench"):
         assert job in result.stdout
     assert "--max-len-ratio" in run_cli("shard-text", "--help").stdout
 
@@ -120,3 +120,11 @@ def test_bench_data_prints_one_json_line(data_root):
     assert figures["shard_pairs_per_s"] > 0 and figures["read_images_per_s"] > 0
     assert set(figures["read_tokens_per_s"]) == {"1_workers", "2_workers"}
     assert min(figures["read_tokens_per_s"].values()) > 0
+
+
+def test_gan_refuses_text_shards_and_says_where_mnist_comes_from(newstest_small_shards, tmp_path):
+    wrong = run_cli("gan", "--preset", "tiny", "--data", newstest_small_shards, "--run-dir", tmp_path / "r")
+    assert wrong.returncode == 2 and "shard-images" in wrong.stderr and "Traceback" not in wrong.stderr
+    missing = run_cli("gan", "--preset", "tiny", "--data-root", tmp_path, "--run-dir", tmp_path / "r",
+                      env={"DIST_TRAIN_SHARDS": str(tmp_path / "shards")})  # fmt: skip
+    one_error_line(missing, tmp_path, "train-images-idx3-ubyte.gz")

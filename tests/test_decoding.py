@@ -7,8 +7,7 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
-from conftest import WMT, run_cli
+from conftest import HEADS, WMT, map_sources_for_copying, run_cli
 
 from data_shards.vocab import BOS_ID, EOS_ID, UNK_ID
 from dist_train.decoding import BeamConfig, Hypothesis, beam_search
@@ -20,26 +19,19 @@ SRC_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-src.en.sgm"
 REF_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-ref.fr.sgm"
 
 
-def random_model(seed=0, vocab=7, attention=False):
+def random_model(seed=0, vocab=7, head="plain"):
     torch.manual_seed(seed)
-    model = (
-        Seq2Seq(
-            Seq2SeqConfig(embed_dim=8, hidden_dim=8, num_layers=2, init_range=1.0, attention=attention),
-            src_vocab_size=vocab,
-            tgt_vocab_size=vocab,
-        )
-        .double()
-        .eval()
-    )
+    cfg = Seq2SeqConfig(embed_dim=8, hidden_dim=8, num_layers=2, init_range=1.0, **HEADS[head])
+    model = Seq2Seq(cfg, src_vocab_size=vocab, tgt_vocab_size=vocab).double().eval()
+    map_sources_for_copying(model)
     return model
 
 
 def sequence_log_prob(model, src, lengths, tokens):
-    """log p(tokens </s> | src) by teacher forcing."""
+    """log p(tokens </s> | src) by teacher forcing (with copying: of the mixture)."""
     decoder_in = torch.tensor([[BOS_ID, *tokens]])
     targets = torch.tensor([[*tokens, EOS_ID]])
-    log_probs = F.log_softmax(model.logits(src, lengths, decoder_in), dim=-1)
-    return log_probs.gather(2, targets.unsqueeze(2)).sum().item()
+    return -model(src, lengths, decoder_in, torch.ones_like(targets, dtype=torch.bool), targets.view(-1)).sum().item()
 
 
 def teacher_forced_attention(model, src, lengths, tokens):
@@ -50,11 +42,11 @@ def teacher_forced_attention(model, src, lengths, tokens):
     return (int(lengths[0]) - 1 - weights[0, : len(tokens)].argmax(dim=1)).tolist()
 
 
-@pytest.mark.parametrize("attention", [False, True])
-def test_wide_beam_finds_the_exact_best_translation(attention):
-    model = random_model(attention=attention)
+@pytest.mark.parametrize("head", list(HEADS))
+def test_wide_beam_finds_the_exact_best_translation(head):
+    model = random_model(head=head)
     src, lengths = torch.tensor([[4, 5, 6]]), torch.tensor([3])
-    cfg = BeamConfig(beam=60, max_len_a=0.0, max_len_b=2)  # hypotheses of at most 3 tokens
+    cfg = BeamConfig(beam=60, max_len_a=0.0, max_len_b=3)  # hypotheses of at most 3 tokens
     words = [1, 4, 5, 6]
     candidates = [list(c) for n in range(4) for c in itertools.product(words, repeat=n)]
     with torch.no_grad():
@@ -63,9 +55,9 @@ def test_wide_beam_finds_the_exact_best_translation(attention):
         assert sequence_log_prob(model, src, lengths, found) >= sequence_log_prob(model, src, lengths, best) - 1e-9
 
 
-@pytest.mark.parametrize("attention", [False, True])
-def test_beam_one_is_greedy_and_batching_changes_nothing(attention):
-    model = random_model(seed=3, vocab=12, attention=attention)
+@pytest.mark.parametrize("head", list(HEADS))
+def test_beam_one_is_greedy_and_batching_changes_nothing(head):
+    model, attention = random_model(seed=3, vocab=12, head=head), head != "plain"
     src = torch.tensor([[4, 5, 6, 7, 8], [9, 10, 0, 0, 0], [11, 4, 4, 0, 0]])
     lengths = torch.tensor([5, 2, 3])
     with torch.no_grad():
@@ -75,9 +67,10 @@ def test_beam_one_is_greedy_and_batching_changes_nothing(attention):
             assert alone == batched[i]
             greedy, (state, memory) = [], model.encode(src[i : i + 1, : lengths[i]], lengths[i : i + 1])
             token = BOS_ID
-            for _ in range(int(lengths[i] * 1.5 + 10) + 1):
+            for _ in range(int(lengths[i] * 1.5 + 10)):  # then </s> is forced
                 hidden, state = model.decode(torch.tensor([[token]]), state)
-                token = int(model.output(model.readout(hidden, memory)[0, -1]).argmax())
+                slices = model.log_prob_slices(model.readout(hidden, memory))
+                token = int(torch.cat([log_probs for _, log_probs in slices], dim=1)[0].argmax())
                 if token == EOS_ID:
                     break
                 greedy.append(token)

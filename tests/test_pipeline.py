@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from conftest import HEADS, map_sources_for_copying
 
 from data_shards import ReaderConfig, ShardReader
 from dist_train.decoding import BeamConfig, beam_search
@@ -27,10 +28,12 @@ def devices(kind: str, count: int = 8) -> list[torch.device]:
     return [torch.device("cuda", i % torch.cuda.device_count()) for i in range(count)]
 
 
-def plain_model(attention: bool) -> Seq2Seq:
+def plain_model(head: str) -> Seq2Seq:
     torch.manual_seed(0)
-    cfg = Seq2SeqConfig(embed_dim=16, hidden_dim=24, num_layers=4, attention=attention)
-    return Seq2Seq(cfg, src_vocab_size=VOCAB[0], tgt_vocab_size=VOCAB[1])
+    cfg = Seq2SeqConfig(embed_dim=16, hidden_dim=24, num_layers=4, **HEADS[head])
+    model = Seq2Seq(cfg, src_vocab_size=VOCAB[0], tgt_vocab_size=VOCAB[1])
+    map_sources_for_copying(model)
+    return model
 
 
 def real_batch(shards):
@@ -100,11 +103,11 @@ def test_a_sharded_softmax_saves_and_loads_as_the_plain_layer():
 
 
 @pytest.mark.parametrize("kind", DEVICE_KINDS)
-@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("head", list(HEADS))
 @pytest.mark.parametrize("chunk_len", [1, 3, 8, 500])
-def test_paper_layout_pipeline_matches_the_plain_model(newstest_small_shards, kind, attention, chunk_len):
+def test_paper_layout_pipeline_matches_the_plain_model(newstest_small_shards, kind, head, chunk_len):
     """Loss and every gradient of the placed, pipelined, softmax-sharded replica = the plain model's."""
-    plain = plain_model(attention)
+    plain = plain_model(head)
     placed = place(copy.deepcopy(plain), plan_layout(4, devices(kind), softmax_shards=4))
     assert isinstance(placed.output, VocabParallelOutput)
     pipelined = Wavefront(placed, chunk_len)
@@ -122,8 +125,9 @@ def test_paper_layout_pipeline_matches_the_plain_model(newstest_small_shards, ki
 
 
 @pytest.mark.parametrize("kind", DEVICE_KINDS)
-def test_beam_search_on_the_paper_layout_is_identical(newstest_small_shards, kind):
-    plain = plain_model(attention=True).eval()
+@pytest.mark.parametrize("head", ["attention", "copy"])
+def test_beam_search_on_the_paper_layout_is_identical(newstest_small_shards, kind, head):
+    plain = plain_model(head).eval()
     placed = place(copy.deepcopy(plain), plan_layout(4, devices(kind), softmax_shards=4)).eval()
     batch = real_batch(newstest_small_shards)
     inputs = model_inputs(batch, VOCAB, torch.device("cpu"))

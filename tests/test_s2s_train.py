@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run_cli
 
+from data_shards.errors import DataError
 from dist_train.checkpoint import Checkpointer, load_checkpoint
-from dist_train.optim import HalvingSchedule, OptimConfig
 from launcher.main import main
 
 
@@ -33,11 +34,11 @@ def s2s(data, run_dir, *overrides, resume="auto"):
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_stop_and_resume_gives_the_same_loss_at_every_later_step(newstest_small_shards, tmp_path, workers):
-    data = newstest_small_shards
-    s2s(data, tmp_path / "straight", "max_steps=16", f"data.num_workers={workers}", "data.batch_size=48")
-    s2s(data, tmp_path / "stopped", "max_steps=7", f"data.num_workers={workers}", "data.batch_size=48")
+    data, options = newstest_small_shards, (f"data.num_workers={workers}", "data.batch_size=48", "model.dropout=0.3")
+    s2s(data, tmp_path / "straight", "max_steps=16", *options)  # dropout: the global RNG must resume too
+    s2s(data, tmp_path / "stopped", "max_steps=7", *options)
     assert Checkpointer(tmp_path / "stopped" / "checkpoints").latest().name == "step-00000007.pt"
-    s2s(data, tmp_path / "stopped", "max_steps=16", f"data.num_workers={workers}", "data.batch_size=48")
+    s2s(data, tmp_path / "stopped", "max_steps=16", *options)
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "stopped")
     assert sorted(resumed) == list(range(1, 17))
     assert [resumed[s] for s in range(8, 17)] == [straight[s] for s in range(8, 17)]
@@ -50,25 +51,19 @@ def test_checkpoint_holds_the_full_state_and_loads_weights_only(newstest_small_s
     assert {"model", "optimizer", "schedule", "trainer", "readers", "rng", "config", "vocab"} <= set(state)
     assert state["trainer"]["step"] == 3 and state["readers"][0]["position"] == 3
     assert len(state["vocab"]["tokens"]["tgt"]) == 2000 and state["config"]["model"]["hidden_dim"] == 32
-
-
-def test_halving_schedule_follows_the_paper():
-    schedule = HalvingSchedule(OptimConfig(), steps_per_epoch=100)
-    assert [schedule.lr_at(s) for s in (0, 499, 500, 549, 550, 600, 749)] == [
-        0.7,
-        0.7,
-        0.35,
-        0.35,
-        0.175,
-        0.0875,
-        0.7 / 2**5,
-    ]
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"model": state["model"], "hook": Checkpointer}, unsafe)  # a pickled class could run code
+    with pytest.raises(DataError, match="not a loadable checkpoint"):
+        load_checkpoint(unsafe)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+ONE_NODE = ("--standalone", "--nproc_per_node", "2")  # standalone: a free port, so runs side by side never collide
 
 
 def torchrun(*args, data, run_dir, steps=6, overrides=()):
@@ -100,7 +95,7 @@ def finished(process) -> dict:
 
 
 def test_torchrun_two_processes_data_parallel(newstest_small_shards, tmp_path):
-    summary = finished(torchrun("--nproc_per_node", "2", data=newstest_small_shards, run_dir=tmp_path / "run"))
+    summary = finished(torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "run"))
     assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")
     assert [r["replica_rank"] for r in state["readers"]] == [0, 1]
@@ -125,8 +120,7 @@ def test_torchrun_two_replicas_of_the_paper_layout_with_ddp_and_with_deepspeed(n
     """Multi-device replicas under both data-parallel engines: the same losses, replicas in sync."""
     runs = {
         engine: torchrun(
-            "--nproc_per_node",
-            "2",
+            *ONE_NODE,
             data=newstest_small_shards,
             run_dir=tmp_path / engine,
             overrides=(*PAPER_LAYOUT, f"parallel.engine={engine}", "threads=1"),

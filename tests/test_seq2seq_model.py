@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import HEADS, map_sources_for_copying
 
 from data_shards import ReaderConfig, ShardReader
+from data_shards.vocab import PAD_ID
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig, reverse_padded, teacher_forcing, token_losses
 
 
 def small_model(**kw):
     torch.manual_seed(0)
     cfg = Seq2SeqConfig(embed_dim=24, hidden_dim=32, num_layers=3, **kw)
-    return Seq2Seq(cfg, src_vocab_size=60_000, tgt_vocab_size=60_000).double()
+    model = Seq2Seq(cfg, src_vocab_size=60_000, tgt_vocab_size=60_000).double()
+    map_sources_for_copying(model)
+    return model
 
 
-@pytest.mark.parametrize("attention", [False, True])
-def test_padding_does_not_change_final_states_or_token_losses(newstest_small_shards, attention):
+def sentence_losses(model, src, src_lengths, decoder_in, targets) -> list[torch.Tensor]:
+    """The model's per-token losses (with copying, of the mixture), split by sentence."""
+    mask = targets != PAD_ID
+    flat = model(src, src_lengths, decoder_in, mask, targets[mask])
+    return list(flat.split(mask.sum(dim=1).tolist()))
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_padding_does_not_change_final_states_or_token_losses(newstest_small_shards, head):
     """Sentences of a real, padded, bucketed batch against the same sentences run alone."""
-    model = small_model(attention=attention)
+    model, attention = small_model(**HEADS[head]), head != "plain"
     reader = ShardReader(newstest_small_shards, ReaderConfig(batch_size=24, bucket_pool=0, num_workers=0, seed=5))
     batch = next(iter(reader))
     assert batch.src_lengths.min() < batch.src_tokens.shape[1], "the batch must actually be padded"
@@ -27,6 +38,7 @@ def test_padding_does_not_change_final_states_or_token_losses(newstest_small_sha
         state, memory = model.encode(batch.src_tokens, batch.src_lengths)
         h, c = (torch.cat(parts) for parts in zip(*state))  # (layers, batch, hidden)
         losses = token_losses(model.logits(batch.src_tokens, batch.src_lengths, decoder_in), targets)
+        per_sentence = sentence_losses(model, batch.src_tokens, batch.src_lengths, decoder_in, targets)
         for i in range(len(batch)):
             n_src, n_tgt = int(batch.src_lengths[i]), int(batch.tgt_lengths[i])
             src, tgt = batch.src_tokens[i : i + 1, :n_src], batch.tgt_tokens[i : i + 1, :n_tgt]
@@ -34,6 +46,8 @@ def test_padding_does_not_change_final_states_or_token_losses(newstest_small_sha
             state1, memory1 = model.encode(src, batch.src_lengths[i : i + 1])
             h1, c1 = (torch.cat(parts) for parts in zip(*state1))
             alone = token_losses(model.logits(src, batch.src_lengths[i : i + 1], alone_in), alone_targets)[0]
+            alone_mixed = sentence_losses(model, src, batch.src_lengths[i : i + 1], alone_in, alone_targets)[0]
+            torch.testing.assert_close(per_sentence[i], alone_mixed, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(h[:, i], h1[:, 0], rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(c[:, i], c1[:, 0], rtol=1e-12, atol=1e-12)
             if attention:

@@ -9,6 +9,7 @@ target cannot reach its real tokens.
 over the top encoder layer's outputs, applied to the top decoder layer's outputs before the
 softmax, without input feeding: the recurrence stays the paper's, so it pipelines the same way,
 and a small model on little data learns to translate instead of only to produce French.
+``copy`` (with attention) adds a pointer-generator's copy path (``dist_train.models.copying``).
 
 Every layer is its own module and every layer call moves its input to that layer's device, so a
 placement (``dist_train.parallel.placement``) can put layers on different devices from outside,
@@ -23,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID
+from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from dist_train.models.copying import copy_token_losses, mix_log_prob_slices
+from dist_train.precision import at_least_fp32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,12 +38,15 @@ class Seq2SeqConfig:
     init_range: float = 0.08
     dropout: float = 0.0
     attention: bool = False
+    copy: bool = False  # pointer-generator: the softmax mixed with copying attended source tokens
 
     def __post_init__(self) -> None:
         if min(self.embed_dim, self.hidden_dim, self.num_layers) < 1:
             raise ValueError("model.embed_dim, model.hidden_dim and model.num_layers must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("model.dropout must be in [0, 1)")
+        if self.copy and not self.attention:
+            raise ValueError("model.copy copies what attention reads: it needs model.attention=true")
 
 
 LayerState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (1, batch, hidden), on the layer's device
@@ -57,9 +63,21 @@ class Memory:
 
     outputs: torch.Tensor  # (batch, src_time, hidden), zero at padding
     mask: torch.Tensor  # (batch, src_time), true at real tokens
+    copy_ids: torch.Tensor | None = None  # (batch, src_time): each position's token as a target id (copy only)
 
     def repeat_interleave(self, times: int) -> Memory:
-        return Memory(self.outputs.repeat_interleave(times, dim=0), self.mask.repeat_interleave(times, dim=0))
+        fields = (self.outputs, self.mask, self.copy_ids)
+        return Memory(*(None if x is None else x.repeat_interleave(times, dim=0) for x in fields))
+
+
+@dataclass(frozen=True)
+class Readout:
+    """What the output layer reads at each decoder step, and with copying what it mixes in."""
+
+    features: torch.Tensor  # (batch, time, hidden): the softmax's input
+    attention: torch.Tensor | None = None  # (batch, time, src_time) over the memory's positions
+    gate_logit: torch.Tensor | None = None  # (batch, time): logit of generating rather than copying
+    copy_ids: torch.Tensor | None = None  # (batch, src_time), as ``Memory.copy_ids``
 
 
 def run_lstm(lstm: nn.LSTM, inputs: torch.Tensor, state: LayerState | None = None):
@@ -131,10 +149,14 @@ def unsort_state(finals: list[LayerState], restore: torch.Tensor) -> LayerState:
     return h[:, restore.to(h.device)], c[:, restore.to(c.device)]
 
 
-def unsort_memory(top: torch.Tensor, restore: torch.Tensor, sorted_lengths: torch.Tensor) -> Memory:
+def unsort_memory(
+    top: torch.Tensor, restore: torch.Tensor, sorted_lengths: torch.Tensor, copy_ids: torch.Tensor | None = None
+) -> Memory:
     """The top encoder layer's outputs of a length-sorted batch, as attention's memory in the batch's order."""
     mask = torch.arange(top.shape[1]) < sorted_lengths[restore].unsqueeze(1)
-    return Memory(top[restore.to(top.device)], mask.to(top.device))
+    if copy_ids is not None:
+        copy_ids = copy_ids[:, : top.shape[1]].to(top.device)
+    return Memory(top[restore.to(top.device)], mask.to(top.device), copy_ids)
 
 
 def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -166,7 +188,7 @@ class OutputLayer(nn.Linear):
 
     def log_prob_slices(self, hidden: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
         """[(0, log-probabilities over the whole vocabulary)]: one slice, at offset 0."""
-        return [(0, F.log_softmax(self(hidden.to(self.weight.device)).float(), dim=-1))]
+        return [(0, F.log_softmax(at_least_fp32(self(hidden.to(self.weight.device))), dim=-1))]
 
 
 class Seq2Seq(nn.Module):
@@ -180,6 +202,10 @@ class Seq2Seq(nn.Module):
         if cfg.attention:
             self.attention_score = nn.Linear(cfg.hidden_dim, cfg.hidden_dim, bias=False)  # Luong's W_a
             self.attention_combine = nn.Linear(2 * cfg.hidden_dim, cfg.hidden_dim, bias=False)  # Luong's W_c
+        if cfg.copy:
+            self.copy_gate = nn.Linear(cfg.hidden_dim, 1)
+            # set from the vocabularies by whoever builds the model (copying.source_to_target)
+            self.register_buffer("source_to_target", torch.full((src_vocab_size,), UNK_ID, dtype=torch.long))
         self.output = OutputLayer(cfg.hidden_dim, tgt_vocab_size)
         self.reset_parameters()
 
@@ -203,12 +229,26 @@ class Seq2Seq(nn.Module):
 
     # --- encoder ------------------------------------------------------------------------------
 
-    def embed_source(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
-        """(batch, time, embed), reversed when the config says so, on the embedding's device."""
+    def encoder_order(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        """The source tokens in the order the encoder reads them: reversed when the config says so."""
         src_tokens = src_tokens.to(self.src_embed.weight.device)
-        if self.cfg.reverse_source:
-            src_tokens = reverse_padded(src_tokens, src_lengths)
-        return self.src_embed(src_tokens)
+        return reverse_padded(src_tokens, src_lengths) if self.cfg.reverse_source else src_tokens
+
+    def embed_source(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        """(batch, time, embed), in the encoder's order, on the embedding's device."""
+        return self.src_embed(self.encoder_order(src_tokens, src_lengths))
+
+    def memory(self, top, restore, sorted_lengths, src_tokens, src_lengths) -> Memory | None:
+        """What attention reads (None without attention), from the top encoder layer's outputs of
+        the length-sorted batch; with copying, the source tokens as target ids come along."""
+        if not self.cfg.attention:
+            return None
+        copy_ids = None
+        if self.cfg.copy:
+            copy_ids = self.source_to_target[
+                self.encoder_order(src_tokens, src_lengths).to(self.source_to_target.device)
+            ]
+        return unsort_memory(top, restore, sorted_lengths, copy_ids)
 
     def encode(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor) -> tuple[State, Memory | None]:
         """Final (h, c) of every encoder layer for each sentence, whatever the padding, and the
@@ -222,7 +262,7 @@ class Seq2Seq(nn.Module):
             window = run_window(layer, x, None, lengths, 0)
             state.append(unsort_state(window.finals, restore))
             x = self.between_layers(window.outputs, i)
-        return state, unsort_memory(x, restore, lengths) if self.cfg.attention else None
+        return state, self.memory(x, restore, lengths, src_tokens, src_lengths)
 
     # --- decoder ------------------------------------------------------------------------------
 
@@ -236,10 +276,16 @@ class Seq2Seq(nn.Module):
             x = self.between_layers(x, i)
         return x, new_state
 
-    def readout(self, hidden: torch.Tensor, memory: Memory | None) -> torch.Tensor:
-        """What the softmax reads at each decoder step (batch, time, hidden): the top decoder
-        layer's output, or with attention Luong's tanh(W_c [context; output])."""
-        return hidden if memory is None else self.attend(hidden, memory)[0]
+    def readout(self, hidden: torch.Tensor, memory: Memory | None) -> Readout:
+        """What the softmax reads at each decoder step: the top decoder layer's output, or with
+        attention Luong's tanh(W_c [context; output]), with the attention weights; with copying,
+        the gate too."""
+        if memory is None:
+            return Readout(hidden)
+        features, weights = self.attend(hidden, memory)
+        if not self.cfg.copy:
+            return Readout(features, weights)
+        return Readout(features, weights, self.copy_gate(features).squeeze(-1), memory.copy_ids)
 
     def attend(self, hidden: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
         """Luong's attentional output and the attention weights (batch, time, src_time) over the
@@ -253,8 +299,8 @@ class Seq2Seq(nn.Module):
 
     # --- the whole model ----------------------------------------------------------------------
 
-    def features(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor):
-        """What the softmax reads for teacher-forced decoder inputs: (batch, time, hidden)."""
+    def read(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor) -> Readout:
+        """What the output layer reads for teacher-forced decoder inputs."""
         state, memory = self.encode(src_tokens, src_lengths)
         hidden, _ = self.decode(decoder_in, state)
         return self.readout(hidden, memory)
@@ -269,15 +315,30 @@ class Seq2Seq(nn.Module):
     ) -> torch.Tensor:
         """Cross-entropy (tokens,) of the real targets (where ``target_mask`` is true, flattened):
         the softmax runs on real target positions only, never on padding."""
-        return self.target_losses(self.features(src_tokens, src_lengths, decoder_in), target_mask, targets)
+        return self.target_losses(self.read(src_tokens, src_lengths, decoder_in), target_mask, targets)
 
-    def target_losses(self, features: torch.Tensor, target_mask: torch.Tensor, targets: torch.Tensor):
-        """Per-token cross-entropy of the real targets, from (batch, time, hidden) features."""
-        return self.output.token_losses(features[target_mask.to(features.device)], targets)
+    def target_losses(self, readout: Readout, target_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token cross-entropy of the real targets (tokens,)."""
+        mask = target_mask.to(readout.features.device)
+        losses = self.output.token_losses(readout.features[mask], targets)
+        if readout.gate_logit is None:
+            return losses
+        time = mask.shape[1]
+        ids = readout.copy_ids.unsqueeze(1).expand(-1, time, -1)[mask]  # (tokens, src_time)
+        return copy_token_losses(losses, readout.gate_logit[mask], readout.attention[mask], ids, targets)
+
+    def log_prob_slices(self, readout: Readout) -> list[tuple[int, torch.Tensor]]:
+        """log p(next token) for one decoder step (``readout`` of time 1), as the output layer's
+        vocabulary slices [(offset, (batch, size))]."""
+        slices = self.output.log_prob_slices(readout.features[:, 0])
+        if readout.gate_logit is None:
+            return slices
+        return mix_log_prob_slices(slices, readout.gate_logit[:, 0], readout.attention[:, 0], readout.copy_ids)
 
     def logits(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor) -> torch.Tensor:
-        """(batch, time, tgt_vocab) for teacher-forced decoder inputs: for short inputs and tests."""
-        return self.output(self.features(src_tokens, src_lengths, decoder_in))
+        """(batch, time, tgt_vocab) softmax logits (before any copying) for teacher-forced decoder
+        inputs: for short inputs and tests."""
+        return self.output(self.read(src_tokens, src_lengths, decoder_in).features)
 
 
 def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -285,8 +346,7 @@ def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
     ``logits`` is (..., vocab) with ``targets`` (...): (batch, time) or flat (tokens,).
     """
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+    logits = at_least_fp32(logits)
     flat = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD_ID, reduction="none"
     )

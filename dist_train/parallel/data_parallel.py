@@ -8,7 +8,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dist_train.distributed import Topology
-from dist_train.parallel.pipeline import Wavefront
 
 
 def wrap_data_parallel(model: nn.Module, topology: Topology) -> nn.Module:
@@ -23,8 +22,13 @@ def wrap_data_parallel(model: nn.Module, topology: Topology) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside any wrappers (DDP, DeepSpeed, the pipeline: each keeps it as ``module``)."""
-    while isinstance(model, (DistributedDataParallel, Wavefront)) or is_deepspeed_engine(model):
+    """The plain model inside any wrappers (DDP, DeepSpeed, and ours that say ``wraps_module``, such
+    as the pipeline: each keeps it as ``module``)."""
+    while (
+        isinstance(model, DistributedDataParallel)
+        or getattr(model, "wraps_module", False)
+        or is_deepspeed_engine(model)
+    ):
         model = model.module
     return model
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dist_train.models.seq2seq import Seq2Seq, inverse, run_lstm, run_window, unsort_memory, unsort_state
+from dist_train.models.seq2seq import Readout, Seq2Seq, inverse, run_lstm, run_window, unsort_state
 
 
 def bubble_fraction(num_chunks: int, num_layers: int) -> float:
@@ -74,6 +74,8 @@ class BusyClock:
 class Wavefront(nn.Module):
     """A (placed) ``Seq2Seq`` whose training forward runs as a wavefront; ``module`` is the model."""
 
+    wraps_module = True  # ``unwrap`` peels it
+
     def __init__(self, model: Seq2Seq, chunk_len: int) -> None:
         super().__init__()
         if chunk_len < 1:
@@ -83,9 +85,9 @@ class Wavefront(nn.Module):
 
     def forward(self, src_tokens, src_lengths, decoder_in, target_mask, targets) -> torch.Tensor:
         """As ``Seq2Seq.forward``: the real targets' per-token cross-entropy (tokens,)."""
-        return self.module.target_losses(self.features(src_tokens, src_lengths, decoder_in), target_mask, targets)
+        return self.module.target_losses(self.read(src_tokens, src_lengths, decoder_in), target_mask, targets)
 
-    def features(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor):
+    def read(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor) -> Readout:
         model, size = self.module, self.chunk_len
         lengths = src_lengths.cpu()
         order = torch.argsort(lengths, descending=True, stable=True)
@@ -123,10 +125,10 @@ class Wavefront(nn.Module):
             self.clock.chunks.append(num_chunks)
         hidden = torch.cat(inputs[num_layers][num_source:], dim=1)
         if not model.cfg.attention:
-            return hidden
+            return Readout(hidden)
         batch = len(order)
         top = torch.cat([F.pad(x, (0, 0, 0, 0, 0, batch - x.shape[0])) for x in inputs[num_layers][:num_source]], 1)
-        return model.readout(hidden, unsort_memory(top, restore, lengths))
+        return model.readout(hidden, model.memory(top, restore, lengths, src_tokens, src_lengths))
 
     def _busy(self, layer: int):
         if self.clock is None:

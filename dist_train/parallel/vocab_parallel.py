@@ -17,6 +17,7 @@ from torch import nn
 
 from data_shards.vocab import PAD_ID
 from dist_train.models.seq2seq import OutputLayer
+from dist_train.precision import at_least_fp32
 
 
 def shard_sizes(vocab_size: int, num_shards: int) -> list[int]:
@@ -62,7 +63,7 @@ class VocabParallelOutput(nn.Module):
 
     def _log_normalizer(self, logits: list[torch.Tensor], device: torch.device) -> torch.Tensor:
         """log Σ_vocab exp(logit), per row, from per-shard maxima and sums (at least fp32)."""
-        logits = [x.float() for x in logits]
+        logits = [at_least_fp32(x) for x in logits]
         shard_max = torch.stack([x.detach().amax(dim=-1).to(device) for x in logits])  # (shards, rows)
         top = shard_max.amax(dim=0)  # (rows,)
         total = sum((x - top.to(x.device).unsqueeze(-1)).exp().sum(dim=-1).to(device) for x in logits)
@@ -83,7 +84,7 @@ class VocabParallelOutput(nn.Module):
         for x, offset in zip(logits, self.offsets):
             local = targets.to(x.device) - offset
             owned = (local >= 0) & (local < x.shape[-1])
-            picked = x.float().gather(-1, local.clamp(0, x.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
+            picked = at_least_fp32(x).gather(-1, local.clamp(0, x.shape[-1] - 1).unsqueeze(-1)).squeeze(-1)
             target_logit = target_logit + torch.where(owned, picked, torch.zeros_like(picked)).to(device)
         losses = self._log_normalizer(logits, device) - target_logit
         return losses.masked_fill(targets.to(device) == PAD_ID, 0.0)  # as the plain layer: none at padding
@@ -92,7 +93,10 @@ class VocabParallelOutput(nn.Module):
         """(offset, log-probabilities of that vocabulary slice), one per shard, each on its device."""
         logits = self._shard_logits(hidden)
         normalizer = self._log_normalizer(logits, hidden.device)
-        return [(offset, x.float() - normalizer.to(x.device).unsqueeze(-1)) for x, offset in zip(logits, self.offsets)]
+        return [
+            (offset, at_least_fp32(x) - normalizer.to(x.device).unsqueeze(-1))
+            for x, offset in zip(logits, self.offsets)
+        ]
 
     # --- saved as the plain layer -------------------------------------------------------------
 

@@ -1,12 +1,24 @@
-"""What every trainer shares: the run's limits, agreement across replicas, and interval figures."""
+"""What every trainer shares: the loop, the run's limits, agreement across replicas, interval
+figures and the run's state.
+
+A job's trainer subclasses ``Trainer`` and supplies ``train_step`` (one update, returning figures),
+``interval_figures`` (what a log line says), its own state (``job_state``) and the modules it
+trains; the loop, the stopping rules, checkpoints, the readers' and RNG state, the running count of
+what it has seen (words, images) and the summary are written once, here.
+"""
 
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
-from dist_train.distributed import Topology, all_reduce_sum
+from dist_train import rng
+from dist_train.checkpoint import Checkpointer
+from dist_train.distributed import Topology, all_gather_objects, all_reduce_sum, replicas_agree
+from dist_train.metrics import Sinks
 from dist_train.precision import Precision
 
 
@@ -37,14 +49,30 @@ class TrainConfig:
 
 
 class Deadline:
-    """The wall-clock budget of this process's run (``max_minutes``), counted from its start."""
+    """The wall-clock budget of this process's run (``max_minutes``), counted from its start, and
+    how many more steps it affords at the speed measured since then."""
 
-    def __init__(self, max_minutes: float) -> None:
+    def __init__(self, max_minutes: float, start_step: int = 0) -> None:
         self.max_seconds = 60 * max_minutes
-        self.start = time.monotonic()
+        self.start, self.start_step = time.monotonic(), start_step
 
     def passed(self) -> bool:
         return self.max_seconds > 0 and time.monotonic() - self.start >= self.max_seconds
+
+    def fraction_spent(self) -> float:
+        return (time.monotonic() - self.start) / self.max_seconds if self.max_seconds else 0.0
+
+    def steps_affordable(self, step: int) -> float:
+        """Steps that fit in the time left at this run's mean speed so far."""
+        elapsed = time.monotonic() - self.start
+        if step <= self.start_step or not self.max_seconds:
+            return math.inf
+        return max(0.0, self.max_seconds - elapsed) * (step - self.start_step) / elapsed
+
+
+def mean_over_replicas(value: float, topology: Topology) -> float:
+    """The replicas' mean of ``value``: the same float on every replica."""
+    return all_reduce_sum([value], topology)[0] / topology.num_replicas
 
 
 def agree(flags: list[bool], topology: Topology) -> list[bool]:
@@ -53,25 +81,170 @@ def agree(flags: list[bool], topology: Topology) -> list[bool]:
 
 
 class IntervalMeter:
-    """Sums per-step figures over a logging interval and turns them into rates across replicas."""
+    """Sums per-step figures over a logging interval and turns them into rates across replicas.
+    Every replica must add the same figure names."""
 
-    def __init__(self, summed: tuple[str, ...]) -> None:
-        self.summed = summed
-        self._reset()
+    def __init__(self) -> None:
+        self.restart()
 
-    def _reset(self) -> None:
-        self.totals = dict.fromkeys(self.summed, 0.0)
+    def restart(self) -> None:
+        self.totals: dict[str, float] = {}
         self.steps = 0
         self.start = time.perf_counter()
 
     def add(self, **figures: float) -> None:
-        for name in self.summed:
-            self.totals[name] += figures[name]
+        for name, value in figures.items():
+            self.totals[name] = self.totals.get(name, 0.0) + value
         self.steps += 1
 
     def collect(self, topology: Topology) -> tuple[dict[str, float], float]:
         """Totals over all replicas and the interval's wall time; then starts a new interval."""
-        totals = dict(zip(self.summed, all_reduce_sum([self.totals[n] for n in self.summed], topology)))
+        names = sorted(self.totals)
+        totals = dict(zip(names, all_reduce_sum([self.totals[n] for n in names], topology)))
         seconds = max(time.perf_counter() - self.start, 1e-9)
-        self._reset()
+        self.restart()
         return totals, seconds
+
+
+class StepFigures(Protocol):
+    def summed(self) -> dict[str, float]:
+        """The figures the logging interval adds up (across steps and replicas)."""
+        ...
+
+
+class Trainer:
+    """The training loop: step, log, checkpoint, evaluate, stop; every replica takes the same decisions."""
+
+    unit = "samples"  # what ``seen`` counts, all replicas together: words for s2s, images for gan
+
+    def __init__(
+        self, cfg: TrainConfig, topology: Topology, reader, checkpointer: Checkpointer, sinks: Sinks, extra_state: dict
+    ) -> None:
+        self.train_cfg, self.topology, self.reader = cfg, topology, reader
+        self.checkpointer, self.sinks, self.extra_state = checkpointer, sinks, extra_state
+        self.total_steps = cfg.total_steps(len(reader))
+        self.step, self.train_seconds, self.seen = 0, 0.0, 0
+        self.meter = IntervalMeter()
+        self.end_figures: dict = {}
+
+    # --- what a job supplies ----------------------------------------------------------------
+
+    def train_step(self, batch) -> StepFigures:
+        raise NotImplementedError
+
+    def interval_figures(self, totals: dict[str, float], seconds: float, last: StepFigures) -> dict:
+        raise NotImplementedError
+
+    def job_state(self) -> dict:
+        raise NotImplementedError
+
+    def load_job_state(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def trained_modules(self) -> list:
+        """The models this job trains (unwrapped): replicas must hold identical copies of each."""
+        raise NotImplementedError
+
+    @property
+    def horizon(self) -> int:
+        """The step the run ends at."""
+        return self.total_steps
+
+    def before_log(self, deadline: Deadline) -> None:
+        """Called at every logging interval, on every replica."""
+
+    def periodic_figures(self) -> dict:
+        """Figures a job computes on its own schedule (dev perplexity, sample grids), after a step."""
+        return {}
+
+    def final_figures(self) -> dict:
+        """Figures computed once the run stops (a last dev evaluation)."""
+        return {}
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def train(self) -> dict:
+        deadline, started = Deadline(self.train_cfg.max_minutes, self.step), time.monotonic()
+        self.meter.restart()
+        stop = self.step >= self.horizon
+        while not stop:
+            for batch in self.reader:
+                result = self.train_step(batch)
+                self.step += 1
+                self.meter.add(**result.summed())
+                stop = self.after_step(result, deadline)
+                if stop:
+                    break
+        self.train_seconds += time.monotonic() - started
+        self.end_figures = self.final_figures()
+        if self.end_figures:
+            self.sinks.write(self.step, self.end_figures)
+        self.save()
+        return self.summary()
+
+    def after_step(self, result: StepFigures, deadline: Deadline) -> bool:
+        finished = self.step >= self.horizon
+        time_up, checkpoint_due = agree([deadline.passed(), self.checkpointer.due(self.step)], self.topology)
+        if self.step % self.train_cfg.log_every == 0 or finished or time_up or checkpoint_due:
+            self.before_log(deadline)
+            totals, seconds = self.meter.collect(self.topology)
+            self.seen += int(totals[self.unit])
+            self.sinks.write(self.step, self.interval_figures(totals, seconds, result))
+        if checkpoint_due and not (finished or time_up):
+            self.save()
+        if not (finished or time_up):
+            figures = self.periodic_figures()
+            if figures:
+                self.sinks.write(self.step, figures)
+        return finished or time_up
+
+    # --- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """The full state of the run; collective (every replica's reader and RNG are gathered)."""
+        return {
+            **self.job_state(),
+            "trainer": {"step": self.step, "train_seconds": self.train_seconds, f"{self.unit}_seen": self.seen},
+            "readers": all_gather_objects(self.reader.state_dict(), self.topology),
+            "rng": all_gather_objects(rng.capture(), self.topology),
+            "replicas": all_gather_objects(self.replica_state(), self.topology),
+            **self.extra_state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["readers"]) != self.topology.num_replicas:
+            raise ValueError(
+                f"the checkpoint has {len(state['readers'])} replicas, this run "
+                f"{self.topology.num_replicas}: resume with the same number of processes"
+            )
+        self.load_job_state(state)
+        saved = state["trainer"]
+        self.step, self.train_seconds, self.seen = saved["step"], saved["train_seconds"], saved[f"{self.unit}_seen"]
+        self.reader.load_state_dict(state["readers"][self.topology.replica_rank])
+        rng.restore(state["rng"][self.topology.replica_rank])
+        self.load_replica_state(state.get("replicas", [{}] * self.topology.num_replicas)[self.topology.replica_rank])
+
+    def replica_state(self) -> dict:
+        """What differs between replicas beyond the reader and the global RNGs (a job's own generators)."""
+        return {}
+
+    def load_replica_state(self, state: dict) -> None:
+        pass
+
+    def save(self) -> Path | None:
+        state = self.state_dict()
+        if not self.topology.is_main:
+            self.checkpointer.mark_saved()
+            return None
+        return self.checkpointer.save(self.step, state)
+
+    def summary(self) -> dict:
+        return {
+            "replicas_in_sync": all(replicas_agree(m, self.topology) for m in self.trained_modules()),
+            "steps": self.step,
+            "epochs": round(self.step / len(self.reader), 4),
+            "train_seconds": round(self.train_seconds, 2),
+            f"{self.unit}_seen": self.seen,
+            f"{self.unit}_per_s": round(self.seen / max(self.train_seconds, 1e-9), 1),
+            **self.end_figures,
+        }

@@ -8,21 +8,19 @@ gradient clipped at norm 5, plain SGD at the schedule's learning rate.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from data_shards import ReaderConfig, ShardReader, TextBatch
-from dist_train import rng
 from dist_train.checkpoint import Checkpointer
-from dist_train.distributed import Topology, all_gather_objects, replicas_agree
+from dist_train.distributed import Topology
 from dist_train.metrics import Sinks
+from dist_train.models.copying import source_to_target
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from dist_train.optim import HalvingSchedule, OptimConfig, build_optimizer
+from dist_train.optim import LearningRateSchedule, OptimConfig, build_optimizer
 from dist_train.parallel.data_parallel import unwrap
 from dist_train.parallel.replica import ParallelConfig, build_engine, build_replica
 from dist_train.precision import MixedPrecision
-from dist_train.trainers.loop import Deadline, IntervalMeter, TrainConfig, agree
+from dist_train.trainers.loop import Deadline, TrainConfig, Trainer, agree, mean_over_replicas
 from dist_train.trainers.s2s_batch import model_inputs
 from dist_train.trainers.s2s_eval import DevEvaluator, EvalConfig
 
@@ -59,8 +57,13 @@ class StepResult:
     grad_norm: float
     lr: float
 
+    def summed(self) -> dict[str, float]:
+        return {"loss_sum": self.loss_sum, "target_tokens": self.target_tokens, "words": self.words}
 
-class S2STrainer:
+
+class S2STrainer(Trainer):
+    unit = "words"  # source + target words incl. </s>: the paper's count
+
     def __init__(
         self,
         cfg: S2SConfig,
@@ -71,13 +74,12 @@ class S2STrainer:
         extra_state: dict,
         dev_reader: ShardReader | None = None,
     ) -> None:
-        self.cfg, self.topology, self.reader = cfg, topology, reader
-        self.checkpointer, self.sinks, self.extra_state = checkpointer, sinks, extra_state
+        super().__init__(cfg.train, topology, reader, checkpointer, sinks, extra_state)
+        self.cfg = cfg
         self.src_vocab_size, self.tgt_vocab_size = vocab_sizes(cfg.vocab, reader.shards.manifest)
-        model = Seq2Seq(cfg.model, src_vocab_size=self.src_vocab_size, tgt_vocab_size=self.tgt_vocab_size)
-        replica = build_replica(model, cfg.parallel, topology)
+        replica = build_replica(self.build_model(), cfg.parallel, topology)
         self.optimizer = build_optimizer(cfg.optim, replica.parameters())
-        self.schedule = HalvingSchedule(cfg.optim, steps_per_epoch=len(reader))
+        self.schedule = LearningRateSchedule(cfg.optim, steps_per_epoch=len(reader), total_steps=self.total_steps)
         self.precision = MixedPrecision(cfg.train.precision, topology.device)
         self.engine = build_engine(
             cfg.parallel,
@@ -89,46 +91,23 @@ class S2STrainer:
             max_grad_norm=cfg.optim.max_grad_norm,
         )
         self.model = self.engine.module
-        self.total_steps = cfg.train.total_steps(len(reader))
-        self.step, self.words_seen, self.train_seconds = 0, 0, 0.0
-        self.meter = IntervalMeter(("loss_sum", "target_tokens", "words"))
         sizes = (self.src_vocab_size, self.tgt_vocab_size)
         self.evaluator = dev_reader and DevEvaluator(cfg.eval, dev_reader, topology, self.precision, sizes)
-        self.dev_figures: dict = {}
 
-    # --- the loop ---------------------------------------------------------------------------
+    def build_model(self) -> Seq2Seq:
+        cfg, sizes = self.cfg, (self.src_vocab_size, self.tgt_vocab_size)
+        model = Seq2Seq(cfg.model, src_vocab_size=sizes[0], tgt_vocab_size=sizes[1])
+        if cfg.model.copy:
+            shards = self.reader.shards
+            src, tgt = shards.vocab("src", sizes[0]), shards.vocab("tgt", sizes[1])
+            model.source_to_target.copy_(source_to_target(src.tokens, tgt.tokens))
+        return model
 
-    def train(self) -> dict:
-        deadline, started = Deadline(self.cfg.train.max_minutes), time.monotonic()
-        stop = self.step >= self.total_steps
-        while not stop:
-            for batch in self.reader:
-                result = self.train_step(batch)
-                self.step += 1
-                self.meter.add(loss_sum=result.loss_sum, target_tokens=result.target_tokens, words=result.words)
-                stop = self.after_step(result, deadline)
-                if stop:
-                    break
-        self.train_seconds += time.monotonic() - started
-        if self.evaluator is not None:
-            self.dev_figures = self.evaluator.run(unwrap(self.model))
-            self.sinks.write(self.step, self.dev_figures)
-        self.save()
-        return self.summary()
+    # --- the step ---------------------------------------------------------------------------
 
-    def after_step(self, result: StepResult, deadline: Deadline) -> bool:
-        """Log, checkpoint, stop: every replica takes the same decisions."""
-        finished = self.step >= self.total_steps
-        time_up, checkpoint_due = agree([deadline.passed(), self.checkpointer.due(self.step)], self.topology)
-        if self.step % self.cfg.train.log_every == 0 or finished or time_up or checkpoint_due:
-            self.log(result)
-        if checkpoint_due and not (finished or time_up):
-            self.save()
-        if self.evaluator is not None and not (finished or time_up):
-            figures = self.evaluator.maybe_run(self.step, unwrap(self.model))
-            if figures:
-                self.sinks.write(self.step, figures)
-        return finished or time_up
+    @property
+    def horizon(self) -> int:
+        return self.schedule.horizon
 
     def train_step(self, batch: TextBatch) -> StepResult:
         inputs = model_inputs(batch, (self.src_vocab_size, self.tgt_vocab_size), self.topology.device)
@@ -145,66 +124,49 @@ class S2STrainer:
             lr=lr,
         )
 
-    def log(self, result: StepResult) -> None:
-        totals, seconds = self.meter.collect(self.topology)
-        self.words_seen += int(totals["words"])
+    def before_log(self, deadline: Deadline) -> None:
+        """With a time budget, the learning rate's decay starts when its share of the budget is left
+        and ends with the budget: the run stops at a low learning rate, wherever that falls."""
+        fraction = self.cfg.optim.decay_fraction
+        if not (fraction and deadline.max_seconds) or self.schedule.decaying(self.step):
+            return
+        if agree([deadline.fraction_spent() >= 1.0 - fraction], self.topology)[0]:
+            affordable = mean_over_replicas(deadline.steps_affordable(self.step), self.topology)
+            self.schedule.begin_decay(self.step, affordable)
+
+    def interval_figures(self, totals: dict[str, float], seconds: float, last: StepResult) -> dict:
         loss = totals["loss_sum"] / max(totals["target_tokens"], 1)
-        self.sinks.write(
-            self.step,
-            {
-                "epoch": round(self.step / len(self.reader), 4),
-                "loss": round(loss, 5),
-                "ppl": round(math.exp(min(loss, 50.0)), 3),
-                "lr": result.lr,
-                "grad_norm": round(result.grad_norm, 4),
-                "words_per_s": round(totals["words"] / seconds, 1),
-            },
-        )
+        return {
+            "epoch": round(self.step / len(self.reader), 4),
+            "loss": round(loss, 5),
+            "ppl": round(math.exp(min(loss, 50.0)), 3),
+            "lr": last.lr,
+            "grad_norm": round(last.grad_norm, 4),
+            "words_per_s": round(totals["words"] / seconds, 1),
+            "planned_steps": self.schedule.horizon,
+        }
+
+    def periodic_figures(self) -> dict:
+        return self.evaluator.maybe_run(self.step, unwrap(self.model)) if self.evaluator else {}
+
+    def final_figures(self) -> dict:
+        return self.evaluator.run(unwrap(self.model)) if self.evaluator else {}
 
     # --- state ------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        """The full state of the run; collective (every replica's reader and RNG are gathered)."""
+    def job_state(self) -> dict:
         return {
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "precision": self.precision.state_dict(),
-            "trainer": {"step": self.step, "words_seen": self.words_seen, "train_seconds": self.train_seconds},
-            "readers": all_gather_objects(self.reader.state_dict(), self.topology),
-            "rng": all_gather_objects(rng.capture(), self.topology),
-            **self.extra_state,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        if len(state["readers"]) != self.topology.num_replicas:
-            raise ValueError(
-                f"the checkpoint has {len(state['readers'])} replicas, this run "
-                f"{self.topology.num_replicas}: resume with the same number of processes"
-            )
+    def load_job_state(self, state: dict) -> None:
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.precision.load_state_dict(state["precision"])
-        self.step, self.words_seen = state["trainer"]["step"], state["trainer"]["words_seen"]
-        self.train_seconds = state["trainer"]["train_seconds"]
-        self.reader.load_state_dict(state["readers"][self.topology.replica_rank])
-        rng.restore(state["rng"][self.topology.replica_rank])
 
-    def save(self) -> Path | None:
-        state = self.state_dict()
-        if not self.topology.is_main:
-            self.checkpointer.mark_saved()
-            return None
-        return self.checkpointer.save(self.step, state)
-
-    def summary(self) -> dict:
-        return {
-            "replicas_in_sync": replicas_agree(unwrap(self.model), self.topology),
-            "steps": self.step,
-            "epochs": round(self.step / len(self.reader), 4),
-            "words_seen": self.words_seen,
-            "train_seconds": round(self.train_seconds, 2),
-            "words_per_s": round(self.words_seen / max(self.train_seconds, 1e-9), 1),
-            **self.dev_figures,
-        }
+    def trained_modules(self) -> list:
+        return [unwrap(self.model)]

@@ -116,8 +116,8 @@ def bench_pipeline(cfg: S2SConfig, data: Path, *, steps: int, chunk_len: int, de
                 seconds[name] += time.perf_counter() - start
     plain_s, piped_s = seconds["plain"] / steps, seconds["pipelined"] / steps
     return {
-        "plain_step_s": round(plain_s, 4),
-        "pipelined_step_s": round(piped_s, 4),
+        "plain_step_s": round(plain_s, 6),
+        "pipelined_step_s": round(piped_s, 6),
         "overhead": round(piped_s / plain_s - 1, 4),
         "chunk_len": chunk_len,
         "devices": devices,

@@ -11,15 +11,20 @@ from pathlib import Path
 import torch
 
 from data_shards.bench import bench_data
+from data_shards.shard_images import ShardImagesConfig, shard_images
 from data_shards.shard_text import ShardTextConfig, shard_text
+from dist_train.trainers.gan import GanConfig
+from dist_train.trainers.gan_bench import bench_gan
 from dist_train.trainers.s2s import S2SConfig
 from dist_train.trainers.s2s_bench import bench_pipeline, bench_s2s
 from launcher.commands.common import print_summary, say
+from launcher.commands.gan import mnist_shards
 from launcher.config import ConfigError, load_config, preset_file
 from launcher.paths import shards_home, shared_data
 
 NAME = "bench"
-TARGETS = ("data", "s2s", "pipeline", "all")  # the gan benchmark arrives with its job
+TARGETS = ("data", "s2s", "pipeline", "gan", "all")
+GAN_PRESETS = ("paper-mnist", "dcgan-32")
 
 
 def add_parser(jobs) -> None:
@@ -27,8 +32,10 @@ def add_parser(jobs) -> None:
         NAME,
         help="measure throughput; prints one JSON line per benchmark",
         description="data: shard the WMT'14 training sample (pairs/s), read it back with 1 and 2 "
-        "DataLoader workers (tokens/s, source + target), read MNIST test (images/s). "
-        "Start-up is included in every figure.",
+        "DataLoader workers (tokens/s, source + target), read MNIST test (images/s); start-up included. "
+        "s2s: the trainer's step on real batches (words/s, FLOPs, MFU). pipeline: the paper layout's cost. "
+        "gan: the trainer's step (D and G updates) on real images (images/s). all: data, s2s small and "
+        "paper, gan paper-mnist and dcgan-32.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("target", choices=TARGETS, help="what to measure")
@@ -36,10 +43,17 @@ def add_parser(jobs) -> None:
     p.add_argument("--work-dir", type=Path, default=None, help="where to write shards (default: a temporary folder)")
     p.add_argument("--workers", type=int, default=2, help="sharding worker processes")
     p.add_argument("--seconds", type=float, default=3.0, help="minimum time per read measurement")
-    p.add_argument("--preset", default=None, help="s2s: the preset to measure (default: small; all: small and paper)")
-    p.add_argument("--steps", type=int, default=0, help="s2s: timed steps (default: 10, 3 for paper)")
-    p.add_argument("--warmup", type=int, default=2, help="s2s: untimed steps first")
-    p.add_argument("--data", type=Path, default=None, help="s2s: shards (default: the giga-fren training sample)")
+    p.add_argument(
+        "--preset", default=None, help="s2s/gan: the preset to measure (default: s2s small; gan: both presets)"
+    )
+    p.add_argument("--steps", type=int, default=0, help="timed steps (default: s2s 10, 3 for paper; gan 20)")
+    p.add_argument("--warmup", type=int, default=2, help="s2s/gan: untimed steps first")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="s2s/gan: shards (default: the giga-fren training sample; MNIST train; CIFAR-10 test images)",
+    )
     p.add_argument(
         "--placement",
         choices=("none", "paper"),
@@ -87,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if args.target in ("s2s", "all"):
         for preset in [args.preset] if args.preset else (["small", "paper"] if args.target == "all" else ["small"]):
             run_s2s(args, data_root, preset)
+    if args.target in ("gan", "all"):
+        for preset in [args.preset] if args.preset and args.target == "gan" else GAN_PRESETS:
+            run_gan(args, data_root, preset)
     return 0
 
 
@@ -146,3 +163,34 @@ def run_s2s(args: argparse.Namespace, data_root: Path, preset: str) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-s2s-") as tmp:
         figures = bench_s2s(cfg, data, Path(tmp), steps=steps, warmup=args.warmup, profile=args.profile)
     print_summary({"bench": "s2s", "preset": preset, **figures, **machine()})
+
+
+def gan_shards(preset: str, data_root: Path) -> Path:
+    """MNIST's training split for paper-mnist; the CIFAR-10 JPEG test images for dcgan-32 (sharded once)."""
+    if preset != "dcgan-32":
+        return mnist_shards("train", data_root / "mnist", NAME)
+    out = shards_home() / "cifar10-test"
+    if not (out / "manifest.json").is_file():
+        say(f"bench gan: sharding the CIFAR-10 test images into {out} (once)")
+        shard_images(
+            ShardImagesConfig(input=(data_root / "cifar10" / "cifar10-test-jpg.tar.gz",), out=out, overwrite=True)
+        )
+    return out
+
+
+def run_gan(args: argparse.Namespace, data_root: Path, preset: str) -> None:
+    try:
+        cfg = load_config(GanConfig, files=[preset_file("gan", preset)], overrides=args.overrides)
+    except ConfigError as err:
+        args.parser.error(str(err))
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    data = args.data or gan_shards(preset, data_root)
+    steps = args.steps or 20
+    say(
+        f"bench gan: preset {preset}, {steps} timed steps after {args.warmup} warm-up, "
+        f"{torch.get_num_threads()} threads"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-gan-") as tmp:
+        figures = bench_gan(cfg, data, Path(tmp), steps=steps, warmup=args.warmup)
+    print_summary({"bench": "gan", "preset": preset, **figures, **machine()})

@@ -25,6 +25,15 @@ def add_parser(jobs) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     p.add_argument("--format", choices=IMAGE_FORMATS, default="auto", help="input format")
     p.add_argument("--shard-size", type=int, default=10_000, metavar="N", help="images per shard")
+    p.add_argument("--skip", type=int, default=0, metavar="N", help="leave out the inputs' first N images")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep at most N images after those (0: all); "
+        "e.g. MNIST's 50k/10k train/valid split: --limit 50000, then --skip 50000",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run, parser=p)
@@ -38,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         format=args.format,
         shard_size=args.shard_size,
+        skip=args.skip,
+        limit=args.limit,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )

@@ -13,7 +13,7 @@ import torch
 from data_shards.errors import DataError
 from data_shards.textio import TextSource, detect_format
 from data_shards.wmt14 import find_test_set, wmt14_root
-from dist_train.checkpoint import Checkpointer
+from dist_train.checkpoint import newest_in
 from dist_train.decoding import BeamConfig
 from dist_train.evaluation import bleu, copy_baseline_bleu
 from dist_train.translation import Translator
@@ -96,18 +96,6 @@ def translator(args) -> tuple[Translator, BeamConfig]:
         args.parser, BeamConfig, beam=args.beam, length_penalty=args.length_penalty, unk_penalty=args.unk_penalty
     )
     return Translator(checkpoints), beam
-
-
-def newest_in(path: Path) -> Path:
-    """A checkpoint file as given; for a run directory, its newest complete checkpoint."""
-    if path.is_file():
-        return path
-    if path.is_dir():
-        latest = Checkpointer(path / "checkpoints").latest() or Checkpointer(path).latest()
-        if latest is not None:
-            return latest
-        raise DataError(path, "holds no complete checkpoint")
-    raise DataError(path, "no such checkpoint")
 
 
 def run_translate(args: argparse.Namespace) -> int:

@@ -1,0 +1,80 @@
+"""Training the MNIST classifier that FCD and class coverage read (``train-classifier``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data_shards import ReaderConfig, ShardReader
+from dist_train.checkpoint import atomic_save, load_checkpoint
+from dist_train.models.classifier import MnistClassifier
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierConfig:
+    num_epochs: int = 2
+    batch_size: int = 128
+    lr: float = 1e-3  # Adam
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("num_epochs and batch_size must be >= 1 and lr > 0")
+
+
+def pixels(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 255  # uint8 → [0, 1], as the paper-mnist generator's output
+
+
+def images_of(folder: Path, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image (uint8) and label of an image shard set, in order."""
+    reader = ShardReader(folder, ReaderConfig(batch_size=batch_size, shuffle=False, bucket_pool=0, num_workers=0))
+    batches = list(reader)
+    return torch.cat([b.images for b in batches]), torch.cat([b.labels for b in batches])
+
+
+@torch.no_grad()
+def accuracy(model: MnistClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
+    model.eval()
+    predicted = torch.cat([model(pixels(x)).argmax(1) for x in images.split(1000)])
+    return float((predicted == labels).float().mean())
+
+
+def train_classifier(
+    cfg: ClassifierConfig, train: list[Path], test: Path, progress: bool = True
+) -> tuple[MnistClassifier, float]:
+    """The classifier after ``num_epochs`` of Adam on the ``train`` shard sets (each shuffled, one after
+    the other), and its accuracy on ``test``."""
+    torch.manual_seed(cfg.seed)
+    model = MnistClassifier()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    reader_cfg = ReaderConfig(batch_size=cfg.batch_size, bucket_pool=0, num_workers=1, seed=cfg.seed)
+    readers = [ShardReader(folder, reader_cfg) for folder in train]
+    total = cfg.num_epochs * sum(len(r) for r in readers)
+    with tqdm(total=total, desc="train-classifier", unit="step", disable=not progress) as bar:
+        for _ in range(cfg.num_epochs):
+            model.train()
+            for batch in (batch for reader in readers for batch in reader):
+                loss = F.cross_entropy(model(pixels(batch.images)), batch.labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update()
+                bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+    return model, accuracy(model, *images_of(test))
+
+
+def save_classifier(model: MnistClassifier, test_accuracy: float, path: Path) -> Path:
+    atomic_save({"model": model.state_dict(), "test_accuracy": test_accuracy}, path)
+    return path
+
+
+def load_classifier(path: Path) -> tuple[MnistClassifier, float]:
+    state = load_checkpoint(path)
+    model = MnistClassifier()
+    model.load_state_dict(state["model"])
+    return model.eval(), state["test_accuracy"]

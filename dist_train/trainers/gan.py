@@ -1,0 +1,295 @@
+"""The gan job: Goodfellow et al.'s (2014) adversarial nets, data-parallel across replicas.
+
+A step consumes one minibatch of real images. ``train_step`` is explicit about the two updates:
+
+- ``joint`` (the released code): one z, one G forward; G's gradient through the D of before this
+  step, D's loss ½(BCE(real, 1) + BCE(fake, 0)) on the same fakes; both networks step.
+- ``alternating`` (the paper's Algorithm 1): every step updates D on fresh noise; every k-th step
+  then updates G on fresh noise (k = ``update.d_steps``).
+
+G and D are separate replicas with their own engine (DDP or DeepSpeed) and optimizer. D's update is
+one engine forward over the real and the fake batch (each its own pass, so batch-norm statistics
+stay per batch, as DCGAN's) and one backward; G's loss reads D unwrapped and frozen, so no D
+gradient is computed or all-reduced for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from data_shards import ImageBatch, ReaderConfig, ShardReader
+from dist_train.checkpoint import Checkpointer
+from dist_train.distributed import Topology
+from dist_train.metrics import Sinks
+from dist_train.models.gan import GanModelConfig, build_gan, sample_noise
+from dist_train.optim import DecaySchedule, GanOptimConfig, build_gan_optimizer
+from dist_train.parallel.data_parallel import unwrap
+from dist_train.parallel.replica import ParallelConfig, build_engine
+from dist_train.precision import MixedPrecision
+from dist_train.trainers.gan_samples import SamplesConfig, SampleWriter
+from dist_train.trainers.loop import TrainConfig, Trainer
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateConfig:
+    mode: Literal["joint", "alternating"] = "joint"
+    d_steps: int = 1  # alternating: D updates per G update (the paper's k)
+    g_loss: Literal["non-saturating", "minimax"] = "non-saturating"  # max log D(G(z)), or min log(1 − D(G(z)))
+    ema_decay: float = 0.0  # generator EMA for samples and evaluation (0: off; e.g. 0.999)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("joint", "alternating") or self.g_loss not in ("non-saturating", "minimax"):
+            raise ValueError("update.mode is joint|alternating and update.g_loss non-saturating|minimax")
+        if self.d_steps < 1 or not 0 <= self.ema_decay < 1:
+            raise ValueError("update.d_steps must be >= 1 and update.ema_decay in [0, 1)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GanConfig:
+    model: GanModelConfig = field(default_factory=GanModelConfig)
+    optim: GanOptimConfig = field(default_factory=GanOptimConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    data: ReaderConfig = field(default_factory=lambda: ReaderConfig(batch_size=100, bucket_pool=0))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+    def __post_init__(self) -> None:
+        if self.parallel.placement != "none":
+            raise ValueError("the gan job runs each replica on one device: parallel.placement=none")
+
+
+def image_shape(manifest: dict) -> tuple[int, int, int]:
+    """(channels, height, width) of an image shard set whose images all have one shape."""
+    shape = manifest.get("image_shape")
+    if not shape:
+        raise ValueError("the gan job needs images of one shape; these shards hold several")
+    return (1, *shape) if len(shape) == 2 else (shape[2], shape[0], shape[1])
+
+
+def to_pixels(images: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
+    """uint8 (batch, channels, height, width) → floats in the model's pixel range ([0, 1]: x / 255)."""
+    low, high = pixel_range
+    return images.float() / 255 * (high - low) + low
+
+
+@torch.no_grad()
+def mean_image(reader: ShardReader, model_cfg: GanModelConfig) -> torch.Tensor:
+    """Every training image's mean (all replicas see all of them): G's output bias starts from it."""
+    shards = reader.shards
+    full = ShardReader(shards.folder, ReaderConfig(batch_size=1000, shuffle=False, bucket_pool=0, num_workers=0))
+    total, count = None, 0
+    for batch in full:
+        pixels = to_pixels(batch.images, model_cfg.pixel_range).sum(dim=0)
+        total, count = (pixels if total is None else total + pixels), count + len(batch)
+    return total / count
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """No parameter gradients for ``module`` inside: G's loss reads D without training it."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+class RealAndFake(nn.Module):
+    """D on a real and a fake batch in one forward call: what an engine wraps, so that one forward
+    and one backward carry both halves of D's loss."""
+
+    wraps_module = True  # ``unwrap`` peels it
+
+    def __init__(self, discriminator: nn.Module) -> None:
+        super().__init__()
+        self.module = discriminator
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.module(real), self.module(fake)
+
+
+@dataclass
+class GanStep:
+    images: int
+    d_loss: float
+    d_real: float  # mean D(x) on the real images
+    d_fake: float  # mean D(G(z)) on the fakes D was trained on
+    g_loss: float | None  # None on a step without a G update
+    lr: float
+
+    def summed(self) -> dict[str, float]:
+        n, g_updated = self.images, self.g_loss is not None
+        return {
+            "images": n,
+            "d_loss_sum": self.d_loss * n,
+            "d_real_sum": self.d_real * n,
+            "d_fake_sum": self.d_fake * n,
+            "g_loss_sum": (self.g_loss or 0.0) * n,
+            "g_images": n if g_updated else 0,
+        }
+
+
+class GanTrainer(Trainer):
+    unit = "images"
+
+    def __init__(
+        self,
+        cfg: GanConfig,
+        topology: Topology,
+        reader: ShardReader,
+        checkpointer: Checkpointer,
+        sinks: Sinks,
+        extra_state: dict,
+        sample_dir: Path | None = None,
+    ) -> None:
+        super().__init__(cfg.train, topology, reader, checkpointer, sinks, extra_state)
+        self.cfg, self.device = cfg, topology.device
+        self.image_shape = image_shape(reader.shards.manifest)
+        generator, discriminator = build_gan(cfg.model, self.image_shape)
+        if hasattr(generator, "init_output_bias"):
+            generator.init_output_bias(mean_image(reader, cfg.model))
+        self.ema = copy.deepcopy(generator).to(self.device).eval() if cfg.update.ema_decay else None
+        self.precision = MixedPrecision(cfg.train.precision, topology.device)
+        self.g_optimizer = build_gan_optimizer(cfg.optim, generator.parameters())
+        self.d_optimizer = build_gan_optimizer(cfg.optim, discriminator.parameters())
+        self.g_engine = self._engine(generator, self.g_optimizer)
+        self.d_engine = self._engine(RealAndFake(discriminator), self.d_optimizer)
+        self.generator, self.discriminator = self.g_engine.module, self.d_engine.module
+        self.schedule = DecaySchedule(cfg.optim, steps_per_epoch=len(reader))
+        self.samples = SampleWriter(cfg.samples, cfg.model, sample_dir if topology.is_main else None, self.device)
+        self.noise = torch.Generator().manual_seed(cfg.train.seed + 1000 * topology.replica_rank)
+
+    def _engine(self, module: nn.Module, optimizer):
+        return build_engine(
+            self.cfg.parallel,
+            module.to(self.device),
+            self.topology,
+            optimizer,
+            self.precision,
+            batch_size=self.cfg.data.batch_size,
+            max_grad_norm=self.cfg.optim.max_grad_norm,
+        )
+
+    # --- the step ---------------------------------------------------------------------------
+
+    def train_step(self, batch: ImageBatch) -> GanStep:
+        lr = self.schedule.apply([self.g_optimizer, self.d_optimizer], self.step)
+        real = to_pixels(batch.images.to(self.device), self.cfg.model.pixel_range)
+        z = self.sample_z(len(real))
+        if self.cfg.update.mode == "joint":
+            with self.precision.autocast():
+                fake = self.generator(z)
+            g_loss = self.update_generator(fake)  # through D as it was before this step
+            d_loss, d_real, d_fake = self.update_discriminator(real, fake.detach())
+        else:
+            with torch.no_grad(), self.precision.autocast():
+                fake = unwrap(self.generator)(z)
+            d_loss, d_real, d_fake = self.update_discriminator(real, fake)
+            g_loss = None
+            if (self.step + 1) % self.cfg.update.d_steps == 0:
+                with self.precision.autocast():
+                    g_loss = self.update_generator(self.generator(self.sample_z(len(real))))
+        return GanStep(len(real), d_loss, d_real, d_fake, g_loss, lr)
+
+    def sample_z(self, num: int) -> torch.Tensor:
+        return sample_noise(self.cfg.model, num, self.noise, self.device)
+
+    def update_discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[float, float, float]:
+        """½(BCE(D(x), 1) + BCE(D(G(z)), 0)); (loss, mean D(x), mean D(G(z)))."""
+        with self.precision.autocast():
+            real_logits, fake_logits = (x.float() for x in self.discriminator(real, fake))
+        loss = 0.5 * (
+            F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        )
+        self.d_engine.update(loss)
+        d_real, d_fake = torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean()
+        return float(loss.detach()), float(d_real), float(d_fake)
+
+    def update_generator(self, fake: torch.Tensor) -> float:
+        """Non-saturating: −log D(G(z)); minimax: log(1 − D(G(z))). Both through a frozen D."""
+        with frozen(unwrap(self.discriminator)) as discriminator, self.precision.autocast():
+            logits = discriminator(fake).float()
+        if self.cfg.update.g_loss == "non-saturating":
+            loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        else:
+            loss = -F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+        self.g_engine.update(loss)
+        self.update_ema()
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        if self.ema is not None:
+            for average, param in zip(self.ema.parameters(), unwrap(self.generator).parameters()):
+                average.lerp_(param, 1 - self.cfg.update.ema_decay)
+            for average, buffer in zip(self.ema.buffers(), unwrap(self.generator).buffers()):
+                average.copy_(buffer)
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that samples and evaluation use: the EMA when there is one."""
+        return self.ema if self.ema is not None else unwrap(self.generator)
+
+    # --- figures ----------------------------------------------------------------------------
+
+    def interval_figures(self, totals: dict[str, float], seconds: float, last: GanStep) -> dict:
+        images = max(totals["images"], 1)
+        return {
+            "epoch": round(self.step / len(self.reader), 4),
+            "d_loss": round(totals["d_loss_sum"] / images, 5),
+            "g_loss": round(totals["g_loss_sum"] / max(totals["g_images"], 1), 5),
+            "d_real": round(totals["d_real_sum"] / images, 4),
+            "d_fake": round(totals["d_fake_sum"] / images, 4),
+            "lr": last.lr,
+            "images_per_s": round(totals["images"] / seconds, 1),
+        }
+
+    def periodic_figures(self) -> dict:
+        return self.samples.maybe_write(self.step, self.sampler)
+
+    def final_figures(self) -> dict:
+        return self.samples.write(self.step, self.sampler)
+
+    # --- state ------------------------------------------------------------------------------
+
+    def job_state(self) -> dict:
+        state = {
+            "generator": unwrap(self.generator).state_dict(),
+            "discriminator": unwrap(self.discriminator).state_dict(),
+            "g_optimizer": self.g_optimizer.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict(),
+            "precision": self.precision.state_dict(),
+        }
+        if self.ema is not None:
+            state["generator_ema"] = self.ema.state_dict()
+        return state
+
+    def load_job_state(self, state: dict) -> None:
+        unwrap(self.generator).load_state_dict(state["generator"])
+        unwrap(self.discriminator).load_state_dict(state["discriminator"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.precision.load_state_dict(state["precision"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["generator_ema"])
+
+    def replica_state(self) -> dict:
+        return {"noise": self.noise.get_state()}  # each replica draws its own z
+
+    def load_replica_state(self, state: dict) -> None:
+        self.noise.set_state(state["noise"])
+
+    def trained_modules(self) -> list:
+        return [unwrap(self.generator), unwrap(self.discriminator)]

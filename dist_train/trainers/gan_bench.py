@@ -1,0 +1,44 @@
+"""``bench gan``: the trainer's real step (D update, G update) on real images, timed."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from data_shards import ShardReader
+from dist_train.checkpoint import Checkpointer
+from dist_train.distributed import Topology, replica_devices
+from dist_train.metrics import Sinks
+from dist_train.trainers.gan import GanConfig, GanTrainer
+
+
+def bench_gan(cfg: GanConfig, data: Path, work_dir: Path, *, steps: int, warmup: int) -> dict:
+    topology = Topology(devices=replica_devices(0, 1))
+    reader = ShardReader(data, cfg.data)
+    trainer = GanTrainer(cfg, topology, reader, Checkpointer(work_dir / "checkpoints"), Sinks([]), {})
+    batches = itertools.chain.from_iterable(itertools.repeat(reader))  # epoch after epoch
+    times = []
+    for i in range(warmup + steps):
+        batch = next(batches)
+        started = time.perf_counter()
+        result = trainer.train_step(batch)
+        trainer.step += 1
+        if i >= warmup:
+            times.append(time.perf_counter() - started)
+    step_time = statistics.mean(times)
+    return {
+        "images_per_s": round(cfg.data.batch_size / step_time, 1),
+        "step_time_s": round(step_time, 5),
+        "step_time_median_s": round(statistics.median(times), 5),
+        "batch_size": cfg.data.batch_size,
+        "arch": cfg.model.arch,
+        "update_mode": cfg.update.mode,
+        "precision": cfg.train.precision,
+        "steps": steps,
+        "threads": torch.get_num_threads(),
+        "losses_finite": all(map(torch.isfinite, map(torch.tensor, (result.d_loss, result.g_loss or 0.0)))),
+    }

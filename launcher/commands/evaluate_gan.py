@@ -1,0 +1,112 @@
+"""``evaluate-gan``: the paper's Parzen log-likelihood, FCD and class coverage of a GAN checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from dist_train.checkpoint import load_checkpoint, newest_in
+from dist_train.gan_metrics import class_coverage, frechet_distance, parzen_score
+from dist_train.models.gan import GanModelConfig, build_gan, sample_noise
+from dist_train.trainers.classifier import ClassifierConfig, images_of, load_classifier, pixels
+from dist_train.trainers.gan_samples import image_grid, save_png, to_uint8
+from launcher.commands.common import print_summary, say
+from launcher.commands.gan import mnist_shards
+from launcher.commands.train_classifier import DEFAULT_PATH, ensure_classifier
+
+NAME = "evaluate-gan"
+MNIST_SHAPE = (1, 28, 28)
+
+
+def add_parser(jobs) -> None:
+    p = jobs.add_parser(
+        NAME,
+        help="Parzen log-likelihood (the paper's), FCD and class coverage of a GAN; prints one JSON line",
+        description="Draw --num-samples images from a gan checkpoint's generator (its EMA if it has one), "
+        "fit the paper's Parzen window to them with sigma chosen on the validation images from the "
+        "released grid (10 values, 0.1 to 1), and report the test images' mean log-likelihood ± standard "
+        "error. For 28×28 grey images also the Fréchet distance between the test images' and the samples' "
+        "features of the project's own MNIST classifier (trained first if --classifier is missing) and "
+        "the fraction of classes the samples cover. Saves a grid of the first 100 samples.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint, or a run directory (its newest)")
+    p.add_argument("--num-samples", type=int, default=10_000, help="generated images (the paper: 10,000)")
+    p.add_argument("--valid", type=Path, default=None, metavar="SHARD_DIR", help="default: MNIST's valid split")
+    p.add_argument("--test", type=Path, default=None, metavar="SHARD_DIR", help="default: MNIST's test split")
+    p.add_argument(
+        "--data-root", type=Path, default=None, help="raw MNIST (else $MNIST_ROOT, else ../shared/data/mnist)"
+    )
+    p.add_argument("--classifier", type=Path, default=DEFAULT_PATH, help="for FCD and class coverage")
+    p.add_argument("--no-ema", action="store_true", help="sample from the trained generator, not its EMA")
+    p.add_argument("--grid", type=Path, default=None, help="default: <run dir>/samples/evaluate.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+    p.set_defaults(run=run, parser=p)
+
+
+@torch.no_grad()
+def generate(state: dict, num: int, seed: int, use_ema: bool) -> tuple[torch.Tensor, GanModelConfig]:
+    """``num`` samples (num, channels, height, width) in [0, 1] from a gan checkpoint."""
+    cfg = GanModelConfig(**state["config"]["model"])
+    generator = build_gan(cfg, tuple(state["image_shape"]))[0]
+    generator.load_state_dict(state["generator_ema" if use_ema and "generator_ema" in state else "generator"])
+    generator.eval()
+    noise = torch.Generator().manual_seed(seed)
+    low, high = cfg.pixel_range
+    batches = [generator(sample_noise(cfg, min(1000, num - i), noise)) for i in range(0, num, 1000)]
+    return (torch.cat(batches) - low) / (high - low), cfg
+
+
+def classifier_figures(args, samples: torch.Tensor, test_images: torch.Tensor) -> dict:
+    _, accuracy = ensure_classifier(args.classifier, ClassifierConfig(), None, None, args.data_root, progress=True)
+    classifier, _ = load_classifier(args.classifier)
+    with torch.no_grad():
+        test_features = torch.cat([classifier.features(pixels(x)) for x in test_images.split(1000)])
+        sample_features = torch.cat([classifier.features(x) for x in samples.split(1000)])
+        predicted = torch.cat([classifier.output(f) for f in sample_features.split(1000)]).argmax(1)
+    return {
+        "fcd": round(frechet_distance(test_features, sample_features), 4),
+        "class_coverage": class_coverage(predicted, 10),
+        "classifier_test_accuracy": round(accuracy, 4),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.num_samples < 2:
+        args.parser.error("--num-samples must be at least 2")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.monotonic()
+    checkpoint = newest_in(args.checkpoint)
+    state = load_checkpoint(checkpoint)
+    if "generator" not in state:
+        args.parser.error(f"{checkpoint} is not a gan checkpoint")
+    samples, cfg = generate(state, args.num_samples, args.seed, not args.no_ema)
+    valid_images, _ = images_of(args.valid or mnist_shards("valid", args.data_root, NAME))
+    test_images, _ = images_of(args.test or mnist_shards("test", args.data_root, NAME))
+    if tuple(valid_images.shape[1:]) != tuple(samples.shape[1:]):
+        args.parser.error(
+            f"the generator makes {tuple(samples.shape[1:])} images, the data are {tuple(valid_images.shape[1:])}"
+        )
+    say(f"{NAME}: Parzen window on {len(samples)} samples, {len(valid_images)} valid, {len(test_images)} test images")
+    figures = parzen_score(samples, pixels(valid_images), pixels(test_images))
+    if tuple(samples.shape[1:]) == MNIST_SHAPE:
+        figures.update(classifier_figures(args, samples, test_images))
+    grid_path = args.grid or checkpoint.parent.parent / "samples" / "evaluate.png"
+    save_png(image_grid(to_uint8(samples[:100], (0.0, 1.0))), grid_path)
+    print_summary(
+        {
+            "job": NAME,
+            "checkpoint": str(checkpoint),
+            "arch": cfg.arch,
+            "num_samples": len(samples),
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()},
+            "grid": str(grid_path),
+            "seconds": round(time.monotonic() - started, 1),
+        }
+    )
+    return 0

@@ -1,0 +1,129 @@
+"""What every training job's command shares (DESIGN.md §8): its flags, its typed config from preset,
+file and overrides, threads, and the run around a trainer: run directory, checkpoints, resume,
+the resolved config, the JSONL log, the progress bar and the summary line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from dist_train import distributed, rng
+from dist_train.checkpoint import Checkpointer, load_checkpoint, resolve_resume
+from dist_train.metrics import JsonlSink, ProgressBarSink, Sinks
+from launcher.commands.common import print_summary, say
+from launcher.config import ConfigError, load_config, preset_file, presets_of, to_dict
+from launcher.paths import PROJECT_ROOT
+
+
+def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str, *, raw_data: str) -> None:
+    """The flags every training job shares (DESIGN.md §8); ``raw_data`` says where its raw data is
+    looked for."""
+    p.add_argument(
+        "--preset", default=default_preset, choices=presets_of(job), help="launcher/presets/<job>-<preset>.toml"
+    )
+    p.add_argument("--config", type=Path, default=None, metavar="F.toml", help="a TOML file applied after the preset")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="SHARD_DIR",
+        help="training shards; default: runs/shards/<corpus>, sharded from the raw data on first use",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"raw data to shard when --data is not given (else {raw_data})",
+    )
+    p.add_argument("--run-dir", type=Path, default=None, metavar="DIR", help="default: runs/<job>-<preset>")
+    p.add_argument(
+        "--resume",
+        default="auto",
+        metavar="auto|never|PATH",
+        help="auto: the newest complete checkpoint in the run directory, if any",
+    )
+    p.add_argument(
+        "--local_rank",
+        "--local-rank",
+        type=int,
+        default=None,
+        help="as $LOCAL_RANK; DeepSpeed's launcher (deepspeed --num_gpus N, --hostfile) passes it",
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_steps=20 optim.lr=0.5")
+
+
+def resolve_config(args: argparse.Namespace, config_type, job: str):
+    files = [preset_file(job, args.preset)] + ([args.config] if args.config else [])
+    try:
+        return load_config(config_type, files=files, overrides=args.overrides)
+    except ConfigError as err:
+        args.parser.error(str(err))
+
+
+def set_threads(requested: int, topology: distributed.Topology) -> int:
+    threads = requested or max(1, (os.cpu_count() or 1) // topology.local_world_size)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> int:
+    """The typed config, then the process group (one replica per process), then ``start(cfg, topology)``."""
+    cfg = resolve_config(args, config_type, job)
+    if args.local_rank is not None:  # DeepSpeed's launcher passes the local rank as a flag
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    topology = distributed.init_distributed(devices_per_replica=cfg.parallel.devices_per_replica)
+    try:
+        return start(cfg, topology)
+    finally:
+        distributed.shutdown()
+
+
+def run_training(
+    args: argparse.Namespace,
+    cfg,
+    topology: distributed.Topology,
+    *,
+    job: str,
+    data: Path,
+    make_trainer: Callable,
+    about: str,
+    shown: dict[str, str],
+) -> int:
+    """Build the trainer (``make_trainer(checkpointer, sinks, run_dir)``), resume it, train, summarize."""
+    if cfg.train.precision == "fp16" and topology.device.type != "cuda":
+        args.parser.error("precision=fp16 needs a GPU (use bf16 on CPU)")
+    threads = set_threads(cfg.train.threads, topology)
+    rng.seed_everything(cfg.train.seed)
+    run_dir = args.run_dir or PROJECT_ROOT / "runs" / f"{job}-{args.preset}"
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints",
+        every_steps=cfg.train.checkpoint_every_steps,
+        every_minutes=cfg.train.checkpoint_every_minutes,
+        keep=cfg.train.keep_checkpoints,
+    )
+    sinks = Sinks([])
+    trainer = make_trainer(checkpointer, sinks, run_dir)
+    resume_from = resolve_resume(args.resume, checkpointer)
+    if resume_from is not None:
+        trainer.load_state_dict(load_checkpoint(resume_from))
+    if topology.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "data_dir": str(data)}, indent=1) + "\n")
+        say(
+            f"{job}: {topology.num_replicas} replica(s), {threads} thread(s) each, {len(trainer.reader)} steps/epoch, "
+            f"{trainer.total_steps} steps, {about}, run dir {run_dir}"
+            + (f", resumed from {resume_from.name}" if resume_from else "")
+        )
+        progress = ProgressBarSink(total=trainer.horizon, initial=trainer.step, desc=job, shown=shown)
+        sinks.sinks += [JsonlSink(run_dir / "train.jsonl"), progress]
+    summary = trainer.train()
+    sinks.close()
+    if topology.is_main:
+        print_summary({"job": job, "run_dir": str(run_dir), "checkpoint": str(checkpointer.latest()), **summary})
+    return 0

@@ -3,14 +3,24 @@ torchrun (DDP and DeepSpeed), sample grids, train-classifier and evaluate-gan.""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 
 import pytest
+import torch
+import torch.nn.functional as F
 from conftest import run_cli
 from PIL import Image
 
+from data_shards import ShardReader
+from dist_train.checkpoint import Checkpointer
+from dist_train.distributed import Topology
+from dist_train.metrics import Sinks
+from dist_train.models.gan import sample_noise
+from dist_train.trainers.gan import GanConfig, GanTrainer
+from launcher.config import load_config, preset_file
 from launcher.main import main
 
 
@@ -101,3 +111,30 @@ def test_dcgan_32_trains_on_colour_images(data_root, tmp_path):
     logged = records(run)
     assert [r["step"] for r in logged] == [2, 4] and all(0 < r["d_loss"] < 5 for r in logged)
     assert Image.open(run / "samples" / "step-00000004.png").mode == "RGB"
+
+
+def test_a_joint_step_is_the_released_update_written_out(mnist_5k_shards, tmp_path):
+    """One joint step = both gradients taken at the step's starting point, G's through D before its
+    update, then plain SGD on each (no dropout here, so the reference can replay it exactly)."""
+    cfg = load_config(GanConfig, files=[preset_file("gan", "tiny")],
+                      overrides=["model.d_input_keep=1", "model.d_hidden_keep=1", "optim.name=sgd", "optim.lr=0.1",
+                                 "optim.momentum=0"])  # fmt: skip
+    reader = ShardReader(mnist_5k_shards, cfg.data)
+    trainer = GanTrainer(cfg, Topology(devices=["cpu"]), reader, Checkpointer(tmp_path), Sinks([]), {})
+    generator, discriminator = (copy.deepcopy(m) for m in trainer.trained_modules())
+    batch = next(iter(ShardReader(mnist_5k_shards, cfg.data)))
+    z = sample_noise(cfg.model, len(batch), torch.Generator().manual_seed(cfg.train.seed))
+    real = batch.images.float() / 255
+    fake = generator(z)
+    g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), torch.ones(len(z)))
+    g_grads = torch.autograd.grad(g_loss, list(generator.parameters()))
+    real_logits, fake_logits = discriminator(real), discriminator(fake.detach())
+    d_loss = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones(len(z)))
+                    + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros(len(z))))  # fmt: skip
+    d_grads = torch.autograd.grad(d_loss, list(discriminator.parameters()))
+    result = trainer.train_step(batch)
+    assert result.g_loss == pytest.approx(float(g_loss)) and result.d_loss == pytest.approx(float(d_loss))
+    for module, reference, grads in ((trainer.trained_modules()[0], generator, g_grads),
+                                     (trainer.trained_modules()[1], discriminator, d_grads)):  # fmt: skip
+        for param, before, grad in zip(module.parameters(), reference.parameters(), grads):
+            torch.testing.assert_close(param.detach(), before.detach() - 0.1 * grad)

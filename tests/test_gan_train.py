@@ -133,7 +133,7 @@ def test_a_joint_step_is_the_released_update_written_out(mnist_5k_shards, tmp_pa
                     + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros(len(z))))  # fmt: skip
     d_grads = torch.autograd.grad(d_loss, list(discriminator.parameters()))
     result = trainer.train_step(batch)
-    assert result.g_loss == pytest.approx(float(g_loss)) and result.d_loss == pytest.approx(float(d_loss))
+    assert result.g_loss == pytest.approx(g_loss.item()) and result.d_loss == pytest.approx(d_loss.item())
     for module, reference, grads in ((trainer.trained_modules()[0], generator, g_grads),
                                      (trainer.trained_modules()[1], discriminator, d_grads)):  # fmt: skip
         for param, before, grad in zip(module.parameters(), reference.parameters(), grads):

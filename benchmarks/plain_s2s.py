@@ -6,8 +6,8 @@ batch → ``nn.LSTM`` decoder from its final state → ``nn.Linear`` over every 
 ``bench s2s`` (the same shards, reader and vocabulary cap), same threads, same optimizer, so the two
 figures compare the trainers and nothing else. Kept out of the package on purpose.
 
-    python benchmarks/plain_s2s.py --preset small model.attention=false     # one JSON line
-    python -m launcher.main bench s2s --preset small model.attention=false  # ours, same batches
+    python benchmarks/plain_s2s.py --preset small model.attention=false model.copy=false     # one JSON line
+    python -m launcher.main bench s2s --preset small model.attention=false model.copy=false  # ours, same batches
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(S2SConfig, files=[preset_file("s2s", args.preset)], overrides=args.overrides)
     if cfg.model.attention:
-        parser.error("the plain loop is the paper's model, without attention: add model.attention=false")
+        parser.error(
+            "the plain loop is the paper's model, without attention: add model.attention=false model.copy=false"
+        )
     torch.manual_seed(cfg.train.seed)
     reader = ShardReader(args.data, cfg.data)
     src_vocab, tgt_vocab = vocab_sizes(cfg.vocab, reader.shards.manifest)

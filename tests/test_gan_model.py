@@ -33,6 +33,8 @@ def test_paper_mnist_models_follow_the_released_recipe():
     z = sample_noise(cfg, 20_000, torch.Generator().manual_seed(0))
     assert z.shape == (20_000, 100) and z.abs().max() <= math.sqrt(3)
     assert z.var().item() == pytest.approx(1.0, abs=0.02)  # uniform on [-√3, √3]: unit variance
+    normal = sample_noise(GanModelConfig(noise="gaussian"), 20_000, torch.Generator().manual_seed(0))
+    assert normal.abs().max() > math.sqrt(3) and normal.var().item() == pytest.approx(1.0, abs=0.02)
     images = generator(z[:8])
     assert images.shape == (8, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
     discriminator.eval()

@@ -19,11 +19,12 @@ class ClassifierConfig:
     num_epochs: int = 2
     batch_size: int = 128
     lr: float = 1e-3  # Adam
+    lr_decay: float = 1.0  # the rate is multiplied by this after every epoch (1: constant)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("num_epochs and batch_size must be >= 1 and lr > 0")
+        if self.num_epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 < self.lr_decay <= 1:
+            raise ValueError("num_epochs and batch_size must be >= 1, lr > 0 and lr_decay in (0, 1]")
 
 
 def pixels(images: torch.Tensor) -> torch.Tensor:
@@ -65,6 +66,8 @@ def train_classifier(
                 optimizer.step()
                 bar.update()
                 bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+            for group in optimizer.param_groups:
+                group["lr"] *= cfg.lr_decay
     return model, accuracy(model, *images_of(test))
 
 

@@ -43,6 +43,7 @@ def add_parser(jobs) -> None:
         help="raw MNIST (else $MNIST_ROOT, else ../shared/data/mnist)",
     )
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr-decay", type=float, default=1.0, help="Adam's rate (1e-3) is multiplied by this each epoch")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
     p.add_argument("--no-progress", action="store_true")
@@ -50,7 +51,9 @@ def add_parser(jobs) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = make_config(args.parser, ClassifierConfig, num_epochs=args.epochs, batch_size=args.batch_size)
+    cfg = make_config(
+        args.parser, ClassifierConfig, num_epochs=args.epochs, batch_size=args.batch_size, lr_decay=args.lr_decay
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     path, accuracy = ensure_classifier(

@@ -97,9 +97,14 @@ def init_distributed(*, devices_per_replica: int = 1, timeout_minutes: float = 1
     )
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(*, finished: bool) -> None:
+    """Leave the process group. After a run that ``finished`` on every rank, wait for the peers first:
+    a rank that tears its gloo pairs down while a peer still sends makes that peer abort at exit."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def all_reduce_sum(values: list[float], topology: Topology) -> list[float]:

@@ -79,9 +79,12 @@ def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> 
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     topology = distributed.init_distributed(devices_per_replica=cfg.parallel.devices_per_replica)
     try:
-        return start(cfg, topology)
-    finally:
-        distributed.shutdown()
+        code = start(cfg, topology)
+    except BaseException:
+        distributed.shutdown(finished=False)
+        raise
+    distributed.shutdown(finished=True)
+    return code
 
 
 def run_training(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,44 @@ def mnist_5k_shards(tmp_path_factory, data_root) -> Path:
     out = tmp_path_factory.mktemp("mnist-5k") / "shards"
     shard_images(ShardImagesConfig(input=(data_root / "mnist-5k" / "mnist_5k.csv.gz",), out=out, progress=False))
     return out
+
+
+def losses(run_dir):
+    records = map(json.loads, (run_dir / "train.jsonl").read_text().splitlines())
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+ONE_NODE = ("--standalone", "--nproc_per_node", "2")  # standalone: a free port, so runs side by side never collide
+
+
+def torchrun(*args, data, run_dir, steps=6, overrides=()):
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *args,
+        "-m",
+        "launcher.main",
+        "s2s",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--run-dir",
+        str(run_dir),
+        f"max_steps={steps}",
+        "log_every=2",
+        *overrides,
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(process) -> dict:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+
+def tiny_cli(data, run_dir, *extra):
+    """``s2s --preset tiny`` as a user runs it, in a subprocess."""
+    return run_cli("s2s", "--preset", "tiny", "--data", data, "--run-dir", run_dir, *extra)

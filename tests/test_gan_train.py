@@ -65,9 +65,12 @@ def torchrun_gan(data, run_dir, *overrides):
 
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
 def test_two_replicas_keep_generator_and_discriminator_identical(mnist_5k_shards, tmp_path, mode):
+    engines = {"ddp": (), "deepspeed": ("parallel.deepspeed_config=cluster/deepspeed/zero1.json",)}  # ZeRO 1 each
     runs = {
-        engine: torchrun_gan(mnist_5k_shards, tmp_path / engine, f"parallel.engine={engine}", f"update.mode={mode}")
-        for engine in ("ddp", "deepspeed")
+        engine: torchrun_gan(
+            mnist_5k_shards, tmp_path / engine, f"parallel.engine={engine}", f"update.mode={mode}", *extra
+        )
+        for engine, extra in engines.items()
     }
     for engine, process in runs.items():
         out, err = process.communicate(timeout=300)

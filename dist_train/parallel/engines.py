@@ -2,22 +2,20 @@
 
 Both take the same replica (plain, placed or pipelined), the same optimizer and the same loss, so
 the trainer is written once: ``engine.module(...)`` for the forward, ``engine.update(loss)`` for
-everything after it (backward, all-reduce, clipping at ``max_grad_norm``, step). Gradients are
-averaged across replicas by either engine.
+everything after it (backward, all-reduce, clipping at ``max_grad_norm``, step), and
+``engine.optimizer_state_dict()`` for checkpoints: the whole optimizer state, the same on every
+replica, or, where ``engine.optimizer_state_sharded`` (DeepSpeed ZeRO 1/2), each replica's own part.
+Gradients are averaged across replicas by either engine.
 
 - ``ddp``: ``DistributedDataParallel(device_ids=None)`` when there are peers, the model itself
   otherwise; clipping and fp16 loss scaling are ``MixedPrecision``'s.
-- ``deepspeed``: a ``DeepSpeedEngine`` built with ``dont_change_device=True`` (a multi-device replica
-  must stay where the placement put it), ZeRO stage 0, DeepSpeed's own gradient clipping; our
-  optimizer and learning-rate schedule stay in charge. fp32 and bf16 (our autocast around the
-  forward, fp32 master weights); fp16 needs DeepSpeed's own loss scaler and is refused.
+- ``deepspeed``: a ``DeepSpeedEngine`` configured by ``parallel.deepspeed_config`` (ZeRO 0/1/2,
+  fp16/bf16 for GPUs; ``deepspeed_engine``).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import torch
 from torch import nn
@@ -30,6 +28,8 @@ ENGINES = ("ddp", "deepspeed")
 
 
 class TorchEngine:
+    optimizer_state_sharded = False
+
     def __init__(
         self,
         replica: nn.Module,
@@ -51,69 +51,8 @@ class TorchEngine:
         self.precision.step(self.optimizer)
         return float(grad_norm)
 
+    def optimizer_state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
 
-class DeepSpeedDataParallel:
-    def __init__(
-        self,
-        replica: nn.Module,
-        topology: Topology,
-        optimizer: torch.optim.Optimizer,
-        precision: MixedPrecision,
-        *,
-        batch_size: int,
-        max_grad_norm: float,
-    ) -> None:
-        if precision.precision == "fp16":
-            raise ValueError("parallel.engine=deepspeed takes precision fp32 or bf16 (fp16: use engine=ddp)")
-        deepspeed = _import_deepspeed()
-        _join(deepspeed, topology)
-        from deepspeed.runtime.config import DeepSpeedConfig
-        from deepspeed.runtime.engine import DeepSpeedEngine
-
-        config = {
-            "train_micro_batch_size_per_gpu": batch_size,
-            "gradient_accumulation_steps": 1,
-            "train_batch_size": batch_size * topology.num_replicas,
-            "gradient_clipping": max_grad_norm,
-            "zero_optimization": {"stage": 0},
-            "steps_per_print": 2**62,
-        }
-        self.module = DeepSpeedEngine(
-            args=None,
-            model=replica,
-            optimizer=optimizer,
-            config=config,
-            config_class=DeepSpeedConfig(config),
-            dont_change_device=True,
-        )  # ZeRO 0 in fp32 steps our optimizer itself, so the schedule and checkpoints still see it
-
-    def update(self, loss: torch.Tensor) -> float:
-        self.module.backward(loss)  # and the all-reduce across replicas
-        grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), math.inf)  # measures, clips nothing
-        self.module.step()  # clip at gradient_clipping, step, zero the gradients
-        return float(grad_norm)
-
-
-def _import_deepspeed():
-    """DeepSpeed without its shared-memory CPU collective: it is JIT-compiled on first use (~30 s)
-    and gloo is what it would fall back to anyway."""
-    import deepspeed
-    import deepspeed.ops
-
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    return deepspeed
-
-
-def _join(deepspeed, topology: Topology) -> None:
-    """DeepSpeed's communication layer over our process group (or a 1-process one of its own)."""
-    if torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=topology.backend, auto_mpi_discovery=False)
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
-        os.environ.setdefault(name, value)
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(port))
-    deepspeed.init_distributed(dist_backend=topology.backend, auto_mpi_discovery=False)
+    def load_optimizer_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -15,7 +15,8 @@ from torch import nn
 
 from dist_train.distributed import Topology
 from dist_train.models.seq2seq import Seq2Seq
-from dist_train.parallel.engines import ENGINES, DeepSpeedDataParallel, TorchEngine
+from dist_train.parallel.deepspeed_engine import DeepSpeedDataParallel
+from dist_train.parallel.engines import ENGINES, TorchEngine
 from dist_train.parallel.pipeline import Wavefront
 from dist_train.parallel.placement import place, plan_layout
 
@@ -31,6 +32,7 @@ class ParallelConfig:
     softmax_shards: int = 4  # the paper split its softmax over 4 GPUs
     chunk_len: int = 0  # wavefront pipeline chunk in time steps; 0: no pipeline (layer after layer)
     engine: str = "ddp"  # ddp | deepspeed: who all-reduces gradients and steps the optimizer
+    deepspeed_config: str = ""  # engine=deepspeed: a DeepSpeed JSON, e.g. cluster/deepspeed/zero2.json ("": ZeRO 0)
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
@@ -39,6 +41,8 @@ class ParallelConfig:
             raise ValueError("parallel.devices_per_replica and softmax_shards must be >= 1, chunk_len >= 0")
         if self.engine not in ENGINES:
             raise ValueError(f"parallel.engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.deepspeed_config and self.engine != "deepspeed":
+            raise ValueError("parallel.deepspeed_config needs parallel.engine=deepspeed")
         if self.placement == "none" and self.devices_per_replica > 1:
             raise ValueError("parallel.devices_per_replica > 1 needs parallel.placement=paper")
 
@@ -64,6 +68,12 @@ def build_engine(
     """``engine.module(...)`` runs the forward, ``engine.update(loss)`` the rest."""
     if cfg.engine == "deepspeed":
         return DeepSpeedDataParallel(
-            replica, topology, optimizer, precision, batch_size=batch_size, max_grad_norm=max_grad_norm
+            replica,
+            topology,
+            optimizer,
+            precision,
+            config_file=cfg.deepspeed_config,
+            batch_size=batch_size,
+            max_grad_norm=max_grad_norm,
         )
     return TorchEngine(replica, topology, optimizer, precision, max_grad_norm=max_grad_norm)

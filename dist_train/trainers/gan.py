@@ -268,8 +268,6 @@ class GanTrainer(Trainer):
         state = {
             "generator": unwrap(self.generator).state_dict(),
             "discriminator": unwrap(self.discriminator).state_dict(),
-            "g_optimizer": self.g_optimizer.state_dict(),
-            "d_optimizer": self.d_optimizer.state_dict(),
             "precision": self.precision.state_dict(),
         }
         if self.ema is not None:
@@ -279,8 +277,6 @@ class GanTrainer(Trainer):
     def load_job_state(self, state: dict) -> None:
         unwrap(self.generator).load_state_dict(state["generator"])
         unwrap(self.discriminator).load_state_dict(state["discriminator"])
-        self.g_optimizer.load_state_dict(state["g_optimizer"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.precision.load_state_dict(state["precision"])
         if self.ema is not None:
             self.ema.load_state_dict(state["generator_ema"])
@@ -293,3 +289,6 @@ class GanTrainer(Trainer):
 
     def trained_modules(self) -> list:
         return [unwrap(self.generator), unwrap(self.discriminator)]
+
+    def engines(self) -> dict:
+        return {"generator": self.g_engine, "discriminator": self.d_engine}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from data_shards.errors import DataError
 from dist_train import rng
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, all_gather_objects, all_reduce_sum, replicas_agree
@@ -145,6 +146,10 @@ class Trainer:
         """The models this job trains (unwrapped): replicas must hold identical copies of each."""
         raise NotImplementedError
 
+    def engines(self) -> dict:
+        """Each trained network's engine by name: their optimizer states are checkpointed here."""
+        raise NotImplementedError
+
     @property
     def horizon(self) -> int:
         """The step the run ends at."""
@@ -202,12 +207,16 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """The full state of the run; collective (every replica's reader and RNG are gathered)."""
+        shared, own = {}, {}  # optimizer states: whole on every replica, or each replica's part (ZeRO)
+        for name, engine in self.engines().items():
+            (own if engine.optimizer_state_sharded else shared)[name] = engine.optimizer_state_dict()
         return {
             **self.job_state(),
+            "optimizers": shared,
             "trainer": {"step": self.step, "train_seconds": self.train_seconds, f"{self.unit}_seen": self.seen},
             "readers": all_gather_objects(self.reader.state_dict(), self.topology),
             "rng": all_gather_objects(rng.capture(), self.topology),
-            "replicas": all_gather_objects(self.replica_state(), self.topology),
+            "replicas": all_gather_objects({**self.replica_state(), "optimizers": own}, self.topology),
             **self.extra_state,
         }
 
@@ -217,12 +226,23 @@ class Trainer:
                 f"the checkpoint has {len(state['readers'])} replicas, this run "
                 f"{self.topology.num_replicas}: resume with the same number of processes"
             )
-        self.load_job_state(state)
+        self.load_job_state(state)  # the weights first: DeepSpeed refreshes its fp32 copies from them
+        mine = state["replicas"][self.topology.replica_rank]
+        for name, engine in self.engines().items():
+            part = (mine["optimizers"] if engine.optimizer_state_sharded else state["optimizers"]).get(name)
+            if part is None:
+                raise DataError(
+                    None,
+                    f"the checkpoint's optimizer state for {name} was saved "
+                    f"{'whole' if engine.optimizer_state_sharded else 'sharded by ZeRO'}: "
+                    "resume with the same parallel.engine and parallel.deepspeed_config",
+                )
+            engine.load_optimizer_state_dict(part)
         saved = state["trainer"]
         self.step, self.train_seconds, self.seen = saved["step"], saved["train_seconds"], saved[f"{self.unit}_seen"]
         self.reader.load_state_dict(state["readers"][self.topology.replica_rank])
         rng.restore(state["rng"][self.topology.replica_rank])
-        self.load_replica_state(state.get("replicas", [{}] * self.topology.num_replicas)[self.topology.replica_rank])
+        self.load_replica_state(mine)
 
     def replica_state(self) -> dict:
         """What differs between replicas beyond the reader and the global RNGs (a job's own generators)."""

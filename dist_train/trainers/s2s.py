@@ -157,16 +157,17 @@ class S2STrainer(Trainer):
     def job_state(self) -> dict:
         return {
             "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "precision": self.precision.state_dict(),
         }
 
     def load_job_state(self, state: dict) -> None:
         unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.precision.load_state_dict(state["precision"])
 
     def trained_modules(self) -> list:
         return [unwrap(self.model)]
+
+    def engines(self) -> dict:
+        return {"model": self.engine}

@@ -1,0 +1,179 @@
+"""DeepSpeed as the second data-parallel engine, configured by a JSON file (``cluster/deepspeed/``).
+
+The replica stays where the placement put it (``dont_change_device=True``) and our optimizer and
+learning-rate schedule stay in charge; DeepSpeed owns the backward, the gradient all-reduce (or,
+with ZeRO 1/2, the reduce-scatter and the partitioned optimizer step), clipping and, with an
+``fp16``/``bf16`` section, the half-precision weights and loss scaling.
+
+The JSON file is DeepSpeed's own format. Values this program decides are written ``"auto"`` (or
+left out) and filled in: the micro-batch (``data.batch_size``), the global batch, no gradient
+accumulation, ``gradient_clipping`` (``optim.max_grad_norm``), and ``fp16``/``bf16``
+``enabled`` (true when ``precision`` names it). A value given explicitly must agree with the job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from data_shards.errors import DataError
+from dist_train.distributed import Topology
+from dist_train.precision import MixedPrecision
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STAGE0 = {"zero_optimization": {"stage": 0}}  # no file: plain data parallelism, as DDP
+SCALER_FIELDS = ("cur_scale", "cur_iter", "last_overflow_iter", "cur_hysteresis")
+
+
+def find_config(name: str) -> Path:
+    """``name`` as given, or relative to the repository (``cluster/deepspeed/zero2.json`` from anywhere)."""
+    for path in (Path(name), REPO_ROOT / name):
+        if path.is_file():
+            return path
+    shipped = ", ".join(sorted(p.name for p in (REPO_ROOT / "cluster" / "deepspeed").glob("*.json")))
+    raise DataError(
+        name, f"no such DeepSpeed config (parallel.deepspeed_config; shipped in cluster/deepspeed/: {shipped})"
+    )
+
+
+def load_config(name: str, *, batch_size: int, num_replicas: int, max_grad_norm: float, precision: str) -> dict:
+    """The DeepSpeed config dict for this job: the file's, with the ``"auto"`` values decided."""
+    config = STAGE0
+    if name:
+        path = find_config(name)
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"not valid JSON ({err})") from None
+    config = dict(config)
+    decided = {
+        "train_micro_batch_size_per_gpu": batch_size,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": batch_size * num_replicas,
+        "gradient_clipping": max_grad_norm,
+    }
+    for key, value in decided.items():
+        given = config.get(key, "auto")
+        if given != "auto" and given != value:
+            raise DataError(name, f'{key} is {given!r} but this job needs {value!r} (write "auto")')
+        config[key] = value
+    for half in ("fp16", "bf16"):
+        section = dict(config.get(half, {"enabled": False}))
+        if section.get("enabled") == "auto":
+            section["enabled"] = precision == half
+        if section["enabled"] and precision != half:
+            raise DataError(name, f"enables {half} but the job runs precision={precision}")
+        config[half] = section
+    if precision == "fp16" and not config["fp16"]["enabled"]:
+        raise DataError(
+            name or None,
+            "precision=fp16 with engine=deepspeed needs DeepSpeed's loss scaler: a config with an fp16 section, "
+            "such as cluster/deepspeed/zero2-fp16.json",
+        )
+    config.setdefault("zero_allow_untested_optimizer", True)  # our SGD; ZeRO 1/2 parity with DDP is tested
+    config.setdefault("steps_per_print", 2**62)
+    return config
+
+
+class DeepSpeedDataParallel:
+    """``module(...)`` for the forward, ``update(loss)`` for the rest; the optimizer's state through
+    ``optimizer_state_dict``: each replica's own partition when ZeRO (or DeepSpeed's fp16/bf16
+    optimizer) shards it (``optimizer_state_sharded``)."""
+
+    def __init__(
+        self,
+        replica: nn.Module,
+        topology: Topology,
+        optimizer: torch.optim.Optimizer,
+        precision: MixedPrecision,
+        *,
+        config_file: str,
+        batch_size: int,
+        max_grad_norm: float,
+    ) -> None:
+        config = load_config(
+            config_file,
+            batch_size=batch_size,
+            num_replicas=topology.num_replicas,
+            max_grad_norm=max_grad_norm,
+            precision=precision.precision,
+        )
+        stage = config.get("zero_optimization", {}).get("stage", 0)
+        if len(set(topology.devices)) > 1 and (stage or config["fp16"]["enabled"] or config["bf16"]["enabled"]):
+            raise DataError(
+                config_file,
+                "ZeRO 1/2 and DeepSpeed's fp16/bf16 optimizers flatten the parameters onto one device, and "
+                f"this replica spans {len(set(topology.devices))}: use ZeRO 0 (no config file) or engine=ddp",
+            )
+        deepspeed = _import_deepspeed()
+        _join(deepspeed, topology)
+        from deepspeed.runtime.config import DeepSpeedConfig
+        from deepspeed.runtime.engine import DeepSpeedEngine
+
+        self.module = DeepSpeedEngine(
+            args=None,
+            model=replica,
+            optimizer=optimizer,
+            config=config,
+            config_class=DeepSpeedConfig(config),
+            dont_change_device=True,
+        )
+        self.base_optimizer = optimizer  # what the schedule sets; ZeRO steps it on this replica's partition
+        self.optimizer_state_sharded = self.module.optimizer is not optimizer
+
+    def update(self, loss: torch.Tensor) -> float:
+        """Backward, all-reduce (or reduce-scatter), clip, step; the gradient norm before clipping."""
+        self.module.backward(loss)
+        if self.optimizer_state_sharded:
+            self.module.step()  # ZeRO measures the norm of the partitioned gradients itself
+            return float(self.module.get_global_grad_norm())
+        grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), math.inf)  # measures, clips nothing
+        self.module.step()  # clip at gradient_clipping, step, zero the gradients
+        return float(grad_norm)
+
+    def optimizer_state_dict(self) -> dict:
+        state = {"optimizer": self.base_optimizer.state_dict()}
+        scaler = getattr(self.module.optimizer, "loss_scaler", None)
+        if scaler is not None:
+            state["loss_scaler"] = {f: getattr(scaler, f) for f in SCALER_FIELDS if hasattr(scaler, f)}
+        return state
+
+    def load_optimizer_state_dict(self, state: dict) -> None:
+        """After the model's weights are loaded: DeepSpeed's fp32 copies are refreshed from them."""
+        if self.optimizer_state_sharded:
+            self.module.optimizer.refresh_fp32_params()
+        self.base_optimizer.load_state_dict(state["optimizer"])
+        scaler = getattr(self.module.optimizer, "loss_scaler", None)
+        for field, value in state.get("loss_scaler", {}).items():
+            setattr(scaler, field, value)
+
+
+def _import_deepspeed():
+    """DeepSpeed without its shared-memory CPU collective: it is JIT-compiled on first use (~30 s)
+    and gloo is what it would fall back to anyway."""
+    import deepspeed
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    return deepspeed
+
+
+def _join(deepspeed, topology: Topology) -> None:
+    """DeepSpeed's communication layer over our process group (or a 1-process one of its own)."""
+    if torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend=topology.backend, auto_mpi_discovery=False)
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+    deepspeed.init_distributed(dist_backend=topology.backend, auto_mpi_discovery=False)

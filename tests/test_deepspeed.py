@@ -1,0 +1,128 @@
+"""DeepSpeed as the second engine: its config files, ZeRO 0/1/2 against DDP on CPU with gloo and 2
+processes, and exact resume, including each replica's ZeRO partition of the optimizer state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ONE_NODE, finished, losses, tiny_cli, torchrun
+
+from data_shards.errors import DataError
+from dist_train.checkpoint import load_checkpoint
+from dist_train.parallel.deepspeed_engine import REPO_ROOT, load_config
+
+JOB = {"batch_size": 32, "num_replicas": 4, "max_grad_norm": 5.0}
+ADAM = ("optim.name=adam", "optim.lr=0.003", "threads=1")  # Adam: an optimizer state to partition
+
+
+def zero(stage: int) -> tuple[str, ...]:
+    return ("parallel.engine=deepspeed", f"parallel.deepspeed_config=cluster/deepspeed/zero{stage}.json")
+
+
+def records(run_dir) -> list[float]:
+    """step, loss, gradient norm, step, ... for every logged interval."""
+    lines = map(json.loads, (run_dir / "train.jsonl").read_text().splitlines())
+    return [value for r in lines if "loss" in r for value in (r["step"], r["loss"], r["grad_norm"])]
+
+
+def test_the_shipped_configs_get_the_jobs_values_where_they_say_auto():
+    for path in sorted((REPO_ROOT / "cluster" / "deepspeed").glob("*.json")):
+        precision = "fp16" if "fp16" in path.name else "bf16" if "bf16" in path.name else "fp32"
+        config = load_config(str(path), precision=precision, **JOB)
+        assert config["train_micro_batch_size_per_gpu"] == 32 and config["train_batch_size"] == 128
+        assert config["gradient_accumulation_steps"] == 1 and config["gradient_clipping"] == 5.0
+        assert config["fp16"]["enabled"] is (precision == "fp16")
+        assert config["bf16"]["enabled"] is (precision == "bf16")
+    assert load_config("", precision="fp32", **JOB)["zero_optimization"] == {"stage": 0}
+    assert load_config("cluster/deepspeed/zero2-bf16.json", precision="fp32", **JOB)["bf16"]["enabled"] is False
+
+
+@pytest.mark.parametrize(
+    "content, precision, message",
+    [
+        ('{"train_micro_batch_size_per_gpu": 8}', "fp32", "train_micro_batch_size_per_gpu is 8 but this job needs 32"),
+        ('{"gradient_accumulation_steps": 4}', "fp32", "gradient_accumulation_steps is 4"),
+        ('{"bf16": {"enabled": true}}', "fp32", "enables bf16 but the job runs precision=fp32"),
+        ("{}", "fp16", "needs DeepSpeed's loss scaler"),
+        ("{not json", "fp32", "not valid JSON"),
+    ],
+)
+def test_a_config_that_disagrees_with_the_job_is_refused_naming_the_file(tmp_path, content, precision, message):
+    path = tmp_path / "mine.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as err:
+        load_config(str(path), precision=precision, **JOB)
+    assert "mine.json" in str(err.value)
+
+
+def test_a_missing_config_lists_the_shipped_ones():
+    with pytest.raises(DataError, match=r"no such DeepSpeed config.*zero1\.json, zero2-bf16\.json"):
+        load_config("cluster/deepspeed/zero3.json", precision="fp32", **JOB)
+
+
+def test_zero_0_1_and_2_match_ddp_step_for_step(newstest_small_shards, tmp_path):
+    """Losses and gradient norms (ZeRO 2 measures its own, over the partitioned gradients)."""
+    engines = {"ddp": (), "zero0": zero(0), "zero1": zero(1), "zero2": zero(2)}
+    for pair in (("ddp", "zero0"), ("zero1", "zero2")):  # two runs of 2 processes at a time
+        runs = {
+            name: torchrun(
+                *ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / name, overrides=(*ADAM, *engines[name])
+            )
+            for name in pair
+        }
+        for name, process in runs.items():
+            summary = finished(process)
+            assert summary["steps"] == 6 and summary["replicas_in_sync"] is True, name
+    ddp = records(tmp_path / "ddp")
+    assert ddp[::3] == [2, 4, 6]
+    for name in ("zero0", "zero1", "zero2"):
+        assert records(tmp_path / name) == pytest.approx(ddp, rel=1e-5), name
+
+
+def test_zero2_stops_and_resumes_exactly_from_each_replicas_partition(newstest_small_shards, tmp_path):
+    common = (*ADAM, *zero(2), "log_every=1")
+    straight = torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "straight", overrides=common)
+    stopped = torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "stopped", steps=3, overrides=common)
+    finished(straight), finished(stopped)
+    state = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "step-00000003.pt")
+    assert state["optimizers"] == {}  # nothing whole: each replica holds half of Adam's moments
+    parts = [r["optimizers"]["model"]["optimizer"]["state"][0]["exp_avg"] for r in state["replicas"]]
+    weights = sum(p.numel() for p in state["model"].values() if p.is_floating_point())
+    assert len(parts) == 2 and not parts[0].equal(parts[1])
+    assert weights <= sum(p.numel() for p in parts) < weights + 1024  # padded to DeepSpeed's alignment
+    finished(torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "stopped", overrides=common))
+    assert losses(tmp_path / "stopped") == losses(tmp_path / "straight")
+    assert sorted(losses(tmp_path / "stopped")) == list(range(1, 7))
+
+
+def test_a_zero_checkpoint_does_not_resume_under_ddp(newstest_small_shards, tmp_path):
+    run = tmp_path / "run"
+    finished(torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=run, steps=2, overrides=(*ADAM, *zero(1))))
+    result = finished_with_error(torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=run, overrides=ADAM))
+    assert "saved sharded by ZeRO: resume with the same parallel.engine and parallel.deepspeed_config" in result
+
+
+def finished_with_error(process) -> str:
+    _, err = process.communicate(timeout=300)
+    assert process.returncode != 0
+    return err
+
+
+def test_deepspeed_engine_stops_and_resumes_exactly(newstest_small_shards, tmp_path):
+    common = ("log_every=1", "threads=1", "parallel.engine=deepspeed")
+    for run, steps in (("straight", 8), ("stopped", 3), ("stopped", 8)):
+        result = tiny_cli(newstest_small_shards, tmp_path / run, f"max_steps={steps}", *common)
+        assert result.returncode == 0, result.stderr[-2000:]
+    straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "stopped")
+    assert sorted(resumed) == list(range(1, 9))
+    assert [resumed[s] for s in range(4, 9)] == [straight[s] for s in range(4, 9)]
+
+
+def test_deepspeed_launchers_local_rank_flag_is_accepted(newstest_small_shards, tmp_path):
+    """``deepspeed --num_gpus N`` appends ``--local_rank=R`` to the job's arguments."""
+    result = tiny_cli(
+        newstest_small_shards, tmp_path / "run", "max_steps=1", "parallel.engine=deepspeed", "--local_rank=0"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1])["steps"] == 1

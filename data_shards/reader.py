@@ -9,6 +9,7 @@ the batches the uninterrupted run would have yielded next.
 from __future__ import annotations
 
 import hashlib
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,7 @@ class ShardReader:
                 num_workers=workers,
                 prefetch_factor=4 if workers else None,
                 persistent_workers=workers > 0,
+                worker_init_fn=_leave_stopping_to_parent,
                 # its own generator: each new iterator draws a seed, which would otherwise come from the
                 # global RNG and shift dropout and noise after a resume (the plan fixes the batches anyway)
                 generator=torch.Generator().manual_seed(self.cfg.seed),
@@ -216,3 +218,10 @@ class ShardReader:
 
 
 __all__ = ["ReaderConfig", "ShardReader", "ShardSet"]
+
+
+def _leave_stopping_to_parent(_worker_id: int) -> None:
+    """A worker ignores the signals that ask a run to checkpoint and stop (``scancel --full`` sends
+    them to every process): the trainer stops, then shuts its workers down."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)

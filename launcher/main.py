@@ -14,14 +14,28 @@ from launcher.commands import (
     evaluate_gan,
     gan,
     prepare_wmt14,
+    report,
     s2s,
     shard_images,
     shard_text,
+    submit,
     train_classifier,
     translate,
 )
 
-JOBS = (shard_text, shard_images, prepare_wmt14, s2s, translate, gan, evaluate_gan, train_classifier, bench)
+JOBS = (
+    shard_text,
+    shard_images,
+    prepare_wmt14,
+    s2s,
+    translate,
+    gan,
+    evaluate_gan,
+    train_classifier,
+    bench,
+    submit,
+    report,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # argparse ends a job's positionals at its first option, so key=value overrides given after
     # options arrive here; anything else is an unknown argument.
-    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+    if extra and hasattr(args, "job_args"):  # submit: what follows -- is the submitted job's
+        args.job_args = [*args.job_args, *(extra[1:] if extra[0] == "--" else extra)]
+    elif extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -149,3 +149,13 @@ def finished(process) -> dict:
 def tiny_cli(data, run_dir, *extra):
     """``s2s --preset tiny`` as a user runs it, in a subprocess."""
     return run_cli("s2s", "--preset", "tiny", "--data", data, "--run-dir", run_dir, *extra)
+
+
+def stopped_by_signal(process) -> dict:
+    """The summary of a torchrun job that was sent SIGTERM/SIGUSR1: its workers checkpoint and print it;
+    torchrun itself then exits 1 (it re-raises the signal it handled)."""
+    out, err = process.communicate(timeout=300)
+    assert out.strip(), err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["stopped_by_signal"] in ("SIGTERM", "SIGUSR1"), summary
+    return summary

@@ -98,6 +98,12 @@ def test_evaluate_gan_reports_parzen_fcd_and_coverage(mnist_5k_shards, mnist_tes
     assert figures["num_samples"] == 300 and Image.open(figures["grid"]).size == (10 * 29 + 1, 10 * 29 + 1)
     wrong = run_cli("evaluate-gan", "--checkpoint", tmp_path / "run" / "config.json", "--test", mnist_test_shards)
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+    report = run_cli("report", tmp_path / "run")  # the evaluation was recorded in the run directory
+    assert report.returncode == 0, report.stderr
+    markdown = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert f"| 30 | {figures['parzen_ll']} | {figures['parzen_se']} |" in markdown
+    assert "![samples](../samples/step-00000030.png)" in markdown
+    assert Image.open(tmp_path / "run" / "report" / "training.png").size[0] > 800
 
 
 def test_dcgan_32_trains_on_colour_images(data_root, tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
 
 from dist_train.distributed import Topology
@@ -18,7 +20,39 @@ def wrap_data_parallel(model: nn.Module, topology: Topology) -> nn.Module:
     """
     if not topology.distributed:
         return model
-    return DistributedDataParallel(model, device_ids=None, broadcast_buffers=False)
+    ddp = DistributedDataParallel(model, device_ids=None, broadcast_buffers=False)
+    ddp.allreduce_timer = AllReduceTimer()
+    ddp.register_comm_hook(ddp.allreduce_timer, AllReduceTimer.hook)
+    return ddp
+
+
+class AllReduceTimer:
+    """DDP's default all-reduce, each bucket timed from launch to completion (summed): the
+    gradient communication's busy time, which overlaps backward."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+    @staticmethod
+    def hook(state, bucket):  # unannotated: DDP checks the annotations, and these would be strings
+        """(AllReduceTimer, dist.GradBucket) → Future[Tensor], as DDP's comm hooks."""
+        start = time.perf_counter()
+
+        def done(fut):
+            state.seconds += time.perf_counter() - start
+            return fut.value()
+
+        return allreduce_hook(None, bucket).then(done)
+
+
+def allreduce_seconds(module: nn.Module) -> float | None:
+    """The gradient all-reduce time since the last call, for a DDP-wrapped module (None otherwise)."""
+    timer = getattr(module, "allreduce_timer", None)
+    return timer.take() if timer is not None else None
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -132,9 +132,11 @@ class DeepSpeedDataParallel:
         self.module.backward(loss)
         if self.optimizer_state_sharded:
             self.module.step()  # ZeRO measures the norm of the partitioned gradients itself
-            return float(self.module.get_global_grad_norm())
-        grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), math.inf)  # measures, clips nothing
-        self.module.step()  # clip at gradient_clipping, step, zero the gradients
+            grad_norm = self.module.get_global_grad_norm()
+        else:
+            grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), math.inf)  # measures, clips nothing
+            self.module.step()  # clip at gradient_clipping, step, zero the gradients
+        self.applied = self.module.was_step_applied()
         return float(grad_norm)
 
     def optimizer_state_dict(self) -> dict:

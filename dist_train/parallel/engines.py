@@ -41,6 +41,7 @@ class TorchEngine:
     ) -> None:
         self.module, self.optimizer, self.precision = wrap_data_parallel(replica, topology), optimizer, precision
         self.max_grad_norm = max_grad_norm or math.inf
+        self.applied = True  # whether the last update was applied (fp16 skips one on overflow)
 
     def update(self, loss: torch.Tensor) -> float:
         """Backward, clip, step; the gradient norm before clipping."""
@@ -48,7 +49,7 @@ class TorchEngine:
         self.precision.backward(loss)
         self.precision.unscale(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
-        self.precision.step(self.optimizer)
+        self.applied = self.precision.step(self.optimizer)
         return float(grad_norm)
 
     def optimizer_state_dict(self) -> dict:

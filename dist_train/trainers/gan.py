@@ -28,7 +28,7 @@ from torch import nn
 from data_shards import ImageBatch, ReaderConfig, ShardReader
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology
-from dist_train.metrics import Sinks
+from dist_train.metrics import MetricsConfig, Sinks
 from dist_train.models.gan import GanModelConfig, build_gan, sample_noise
 from dist_train.optim import DecaySchedule, GanOptimConfig, build_gan_optimizer
 from dist_train.parallel.data_parallel import unwrap
@@ -61,6 +61,7 @@ class GanConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
         if self.parallel.placement != "none":
@@ -127,6 +128,7 @@ class GanStep:
     d_fake: float  # mean D(G(z)) on the fakes D was trained on
     g_loss: float | None  # None on a step without a G update
     lr: float
+    applied: bool = True  # False when an update was skipped (fp16 overflow)
 
     def summed(self) -> dict[str, float]:
         n, g_updated = self.images, self.g_loss is not None
@@ -138,6 +140,11 @@ class GanStep:
             "g_loss_sum": (self.g_loss or 0.0) * n,
             "g_images": n if g_updated else 0,
         }
+
+    def values(self) -> dict[str, float]:
+        values = {"samples": self.images, "images": self.images, "d_loss": self.d_loss, "learning_rate": self.lr}
+        values |= {"d_real": self.d_real, "d_fake": self.d_fake, "skipped_steps": int(not self.applied)}
+        return values if self.g_loss is None else {**values, "g_loss": self.g_loss}
 
 
 class GanTrainer(Trainer):
@@ -200,7 +207,8 @@ class GanTrainer(Trainer):
             if (self.step + 1) % self.cfg.update.d_steps == 0:
                 with self.precision.autocast():
                     g_loss = self.update_generator(self.generator(self.sample_z(len(real))))
-        return GanStep(len(real), d_loss, d_real, d_fake, g_loss, lr)
+        applied = self.d_engine.applied and (g_loss is None or self.g_engine.applied)
+        return GanStep(len(real), d_loss, d_real, d_fake, g_loss, lr, applied)
 
     def sample_z(self, num: int) -> torch.Tensor:
         return sample_noise(self.cfg.model, num, self.noise, self.device)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Protocol
 
 from data_shards.errors import DataError
-from dist_train import rng
+from dist_train import preemption, rng
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, all_gather_objects, all_reduce_sum, replicas_agree
-from dist_train.metrics import Sinks
+from dist_train.metrics import Sinks, StepClock
+from dist_train.parallel.data_parallel import allreduce_seconds
 from dist_train.precision import Precision
 
 
@@ -112,6 +113,10 @@ class StepFigures(Protocol):
         """The figures the logging interval adds up (across steps and replicas)."""
         ...
 
+    def values(self) -> dict[str, float]:
+        """This replica's counts and latest values for the metrics (``dist_train.metrics.prometheus``)."""
+        ...
+
 
 class Trainer:
     """The training loop: step, log, checkpoint, evaluate, stop; every replica takes the same decisions."""
@@ -126,6 +131,8 @@ class Trainer:
         self.total_steps = cfg.total_steps(len(reader))
         self.step, self.train_seconds, self.seen = 0, 0.0, 0
         self.meter = IntervalMeter()
+        self.clock = StepClock()
+        self.stop_requested = False  # a replica got SIGTERM/SIGUSR1
         self.end_figures: dict = {}
 
     # --- what a job supplies ----------------------------------------------------------------
@@ -173,13 +180,18 @@ class Trainer:
         self.meter.restart()
         stop = self.step >= self.horizon
         while not stop:
-            for batch in self.reader:
-                result = self.train_step(batch)
+            batches = iter(self.reader)
+            while not stop:
+                with self.clock.phase("data_wait"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break  # the epoch is over
+                with self.clock.phase("compute"):
+                    result = self.train_step(batch)
                 self.step += 1
                 self.meter.add(**result.summed())
                 stop = self.after_step(result, deadline)
-                if stop:
-                    break
+                self.sinks.observe_step(self.step, result.values(), {**self.clock.take(), **self.allreduce_seconds()})
         self.train_seconds += time.monotonic() - started
         self.end_figures = self.final_figures()
         if self.end_figures:
@@ -189,19 +201,31 @@ class Trainer:
 
     def after_step(self, result: StepFigures, deadline: Deadline) -> bool:
         finished = self.step >= self.horizon
-        time_up, checkpoint_due = agree([deadline.passed(), self.checkpointer.due(self.step)], self.topology)
+        with self.clock.phase("communication"):
+            due = [deadline.passed(), self.checkpointer.due(self.step), preemption.requested() is not None]
+            time_up, checkpoint_due, self.stop_requested = agree(due, self.topology)
+        time_up = time_up or self.stop_requested  # a signal: checkpoint and stop, as at the time limit
         if self.step % self.train_cfg.log_every == 0 or finished or time_up or checkpoint_due:
-            self.before_log(deadline)
-            totals, seconds = self.meter.collect(self.topology)
+            with self.clock.phase("communication"):
+                self.before_log(deadline)
+                totals, seconds = self.meter.collect(self.topology)
             self.seen += int(totals[self.unit])
             self.sinks.write(self.step, self.interval_figures(totals, seconds, result))
         if checkpoint_due and not (finished or time_up):
-            self.save()
+            with self.clock.phase("checkpoint"):
+                self.save()
         if not (finished or time_up):
-            figures = self.periodic_figures()
+            with self.clock.phase("evaluation"):
+                figures = self.periodic_figures()
             if figures:
                 self.sinks.write(self.step, figures)
         return finished or time_up
+
+    def allreduce_seconds(self) -> dict[str, float]:
+        """The DDP engines' gradient all-reduce time this step (none under DeepSpeed or alone)."""
+        timed = [allreduce_seconds(engine.module) for engine in self.engines().values()]
+        timed = [seconds for seconds in timed if seconds is not None]
+        return {"gradient_allreduce": sum(timed)} if timed else {}
 
     # --- state ------------------------------------------------------------------------------
 
@@ -267,4 +291,5 @@ class Trainer:
             f"{self.unit}_seen": self.seen,
             f"{self.unit}_per_s": round(self.seen / max(self.train_seconds, 1e-9), 1),
             **self.end_figures,
+            **({"stopped_by_signal": preemption.requested() or "a peer's"} if self.stop_requested else {}),
         }

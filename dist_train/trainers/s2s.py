@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from data_shards import ReaderConfig, ShardReader, TextBatch
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology
-from dist_train.metrics import Sinks
+from dist_train.metrics import MetricsConfig, Sinks
 from dist_train.models.copying import source_to_target
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from dist_train.optim import LearningRateSchedule, OptimConfig, build_optimizer
@@ -42,6 +42,7 @@ class S2SConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def vocab_sizes(cfg: VocabConfig, manifest: dict) -> tuple[int, int]:
@@ -53,12 +54,30 @@ def vocab_sizes(cfg: VocabConfig, manifest: dict) -> tuple[int, int]:
 class StepResult:
     loss_sum: float  # summed token cross-entropy (nats)
     target_tokens: int  # predicted tokens, EOS included
-    words: int  # source + target words incl. EOS: the paper's words/s count
+    source_words: int  # EOS included
+    sentences: int
     grad_norm: float
     lr: float
+    applied: bool  # False when the update was skipped (fp16 overflow)
+
+    @property
+    def words(self) -> int:
+        """Source + target words incl. EOS: the paper's words/s count."""
+        return self.source_words + self.target_tokens
 
     def summed(self) -> dict[str, float]:
         return {"loss_sum": self.loss_sum, "target_tokens": self.target_tokens, "words": self.words}
+
+    def values(self) -> dict[str, float]:
+        return {
+            "source_words": self.source_words,
+            "target_words": self.target_tokens,
+            "samples": self.sentences,
+            "skipped_steps": int(not self.applied),
+            "loss": self.loss_sum / max(self.target_tokens, 1),
+            "learning_rate": self.lr,
+            "grad_norm": self.grad_norm,
+        }
 
 
 class S2STrainer(Trainer):
@@ -119,9 +138,11 @@ class S2STrainer(Trainer):
         return StepResult(
             loss_sum=float(loss_sum.detach()),
             target_tokens=inputs.num_targets,
-            words=int(inputs.src_lengths.sum()) + inputs.num_targets,
+            source_words=int(inputs.src_lengths.sum()),
+            sentences=len(batch),
             grad_norm=float(grad_norm),
             lr=lr,
+            applied=self.engine.applied,
         )
 
     def before_log(self, deadline: Deadline) -> None:

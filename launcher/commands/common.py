@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
 
 def make_config(parser: argparse.ArgumentParser, config_type, **values):
@@ -19,6 +21,17 @@ def print_summary(summary: dict) -> None:
     """The job's last stdout line: one JSON object."""
     sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     sys.stdout.flush()
+
+
+def record_evaluation(checkpoint: Path, summary: dict) -> None:
+    """Append an evaluation's summary, with the checkpoint's step, to its run's evaluations.jsonl
+    (``checkpoint`` is ``<run dir>/checkpoints/step-N.pt``): ``report`` plots them."""
+    run_dir = checkpoint.parent.parent
+    if checkpoint.parent.name != "checkpoints" or not run_dir.is_dir():
+        return
+    step = int(checkpoint.stem.split("-")[-1]) if checkpoint.stem.startswith("step-") else None
+    with open(run_dir / "evaluations.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": step, "time": round(time.time(), 3), **summary}, sort_keys=True) + "\n")
 
 
 def say(message: str) -> None:

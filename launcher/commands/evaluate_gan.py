@@ -13,7 +13,7 @@ from dist_train.gan_metrics import class_coverage, frechet_distance, parzen_scor
 from dist_train.models.gan import GanModelConfig, build_gan, sample_noise
 from dist_train.trainers.classifier import ClassifierConfig, images_of, load_classifier, pixels
 from dist_train.trainers.gan_samples import image_grid, save_png, to_uint8
-from launcher.commands.common import print_summary, say
+from launcher.commands.common import print_summary, record_evaluation, say
 from launcher.commands.gan import mnist_shards
 from launcher.commands.train_classifier import DEFAULT_PATH, ensure_classifier
 
@@ -98,15 +98,15 @@ def run(args: argparse.Namespace) -> int:
         figures.update(classifier_figures(args, samples, test_images))
     grid_path = args.grid or checkpoint.parent.parent / "samples" / "evaluate.png"
     save_png(image_grid(to_uint8(samples[:100], (0.0, 1.0))), grid_path)
-    print_summary(
-        {
-            "job": NAME,
-            "checkpoint": str(checkpoint),
-            "arch": cfg.arch,
-            "num_samples": len(samples),
-            **{k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()},
-            "grid": str(grid_path),
-            "seconds": round(time.monotonic() - started, 1),
-        }
-    )
+    summary = {
+        "job": NAME,
+        "checkpoint": str(checkpoint),
+        "arch": cfg.arch,
+        "num_samples": len(samples),
+        **{k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()},
+        "grid": str(grid_path),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    print_summary(summary)
+    record_evaluation(checkpoint, summary)
     return 0

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from dist_train import distributed, rng
+from dist_train import distributed, preemption, rng
 from dist_train.checkpoint import Checkpointer, load_checkpoint, resolve_resume
-from dist_train.metrics import JsonlSink, ProgressBarSink, Sinks
+from dist_train.metrics import JsonlSink, ProgressBarSink, Sinks, start_prometheus
+from dist_train.metrics.prometheus import write_targets
 from launcher.commands.common import print_summary, say
 from launcher.config import ConfigError, load_config, preset_file, presets_of, to_dict
 from launcher.paths import PROJECT_ROOT
@@ -78,6 +79,7 @@ def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> 
     if args.local_rank is not None:  # DeepSpeed's launcher passes the local rank as a flag
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     topology = distributed.init_distributed(devices_per_replica=cfg.parallel.devices_per_replica)
+    preemption.install()  # SIGTERM/SIGUSR1: checkpoint at the next step and exit 0
     try:
         code = start(cfg, topology)
     except BaseException:
@@ -112,6 +114,9 @@ def run_training(
     )
     sinks = Sinks([])
     trainer = make_trainer(checkpointer, sinks, run_dir)
+    prometheus = start_prometheus(cfg.metrics, topology, job=job, run_dir=run_dir, say=say)
+    if prometheus is not None:
+        sinks.sinks.append(prometheus)
     resume_from = resolve_resume(args.resume, checkpointer)
     if resume_from is not None:
         trainer.load_state_dict(load_checkpoint(resume_from))
@@ -127,6 +132,8 @@ def run_training(
         sinks.sinks += [JsonlSink(run_dir / "train.jsonl"), progress]
     summary = trainer.train()
     sinks.close()
+    if prometheus is not None and topology.is_main:
+        write_targets(run_dir, [])  # the job is over: nothing left to scrape
     if topology.is_main:
         print_summary({"job": job, "run_dir": str(run_dir), "checkpoint": str(checkpointer.latest()), **summary})
     return 0

@@ -17,7 +17,7 @@ from dist_train.checkpoint import newest_in
 from dist_train.decoding import BeamConfig
 from dist_train.evaluation import bleu, copy_baseline_bleu
 from dist_train.translation import Translator
-from launcher.commands.common import make_config, print_summary, say
+from launcher.commands.common import make_config, print_summary, record_evaluation, say
 from launcher.paths import shared_data
 
 
@@ -132,16 +132,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"BLEU {scores['bleu']} (sacreBLEU, detokenized), {scores['bleu_tokenized']} (tokenized), "
         f"perplexity {perplexity:.2f} on {len(sources)} sentences"
     )
-    print_summary(
-        {
-            "job": "evaluate",
-            **scores,
-            "bleu_copy_baseline": copy_baseline_bleu(sources, references),
-            "perplexity": round(perplexity, 4),
-            "num_sentences": len(sources),
-            "beam": beam.beam,
-            "checkpoints": [str(newest_in(c)) for c in args.checkpoint],
-            "translate_seconds": round(seconds, 2),
-        }
-    )
+    checkpoints = [newest_in(c) for c in args.checkpoint]
+    summary = {
+        "job": "evaluate",
+        **scores,
+        "bleu_copy_baseline": copy_baseline_bleu(sources, references),
+        "perplexity": round(perplexity, 4),
+        "num_sentences": len(sources),
+        "beam": beam.beam,
+        "checkpoints": [str(c) for c in checkpoints],
+        "translate_seconds": round(seconds, 2),
+    }
+    print_summary(summary)
+    record_evaluation(checkpoints[0], summary)  # an ensemble's is recorded with its first model's run
     return 0

@@ -1,7 +1,8 @@
-"""Metrics sinks behind one small interface: the JSONL log and the progress bar (Prometheus later).
+"""Metrics sinks behind one small interface: the JSONL log, the progress bar, Prometheus.
 
-A trainer hands each sink the same figures at every logging interval; sinks decide how to show
-them. Only the main process gets sinks that write.
+A trainer hands every sink each step's values and phase timings (``observe_step``, on every
+process: what Prometheus counts) and, at every logging interval, the interval's figures summed
+over the replicas (``write``: what the log and the bar show, on the main process only).
 """
 
 from __future__ import annotations
@@ -16,12 +17,25 @@ from tqdm import tqdm
 
 
 class MetricsSink(Protocol):
-    def write(self, step: int, figures: dict) -> None: ...
+    def observe_step(self, step: int, values: dict[str, float], phases: dict[str, float]) -> None:
+        """One step of this process: counts and gauges (``values``), seconds per phase."""
+        ...
+
+    def write(self, step: int, figures: dict) -> None:
+        """One logging interval's figures (all replicas together)."""
+        ...
 
     def close(self) -> None: ...
 
 
-class JsonlSink:
+class IntervalSink:
+    """A sink that shows logging intervals only."""
+
+    def observe_step(self, step: int, values: dict[str, float], phases: dict[str, float]) -> None:
+        pass
+
+
+class JsonlSink(IntervalSink):
     """One JSON object per logging interval, appended to ``path`` (a resumed run continues it)."""
 
     def __init__(self, path: Path) -> None:
@@ -36,7 +50,7 @@ class JsonlSink:
         self._file.close()
 
 
-class ProgressBarSink:
+class ProgressBarSink(IntervalSink):
     """A tqdm bar over the run's steps with the chosen figures as postfix; tqdm gives the ETA. A
     ``planned_steps`` figure (what a time budget affords) moves the bar's end."""
 
@@ -62,6 +76,10 @@ class Sinks:
 
     def __init__(self, sinks: list[MetricsSink]) -> None:
         self.sinks = sinks
+
+    def observe_step(self, step: int, values: dict[str, float], phases: dict[str, float]) -> None:
+        for sink in self.sinks:
+            sink.observe_step(step, values, phases)
 
     def write(self, step: int, figures: dict) -> None:
         for sink in self.sinks:

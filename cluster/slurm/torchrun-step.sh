@@ -1,0 +1,48 @@
+# The body of s2s.sbatch and gan.sbatch (sourced by them, after their site-specific lines and JOB).
+#
+# One multi-node training job: srun starts one torchrun per node; torchrun starts one process per
+# replica and they meet at the first node (c10d rendezvous). The batch script's arguments go to the
+# job. Preemption: Slurm signals USR1 120 s ahead (and TERM on scancel); this shell forwards it to
+# the job, which checkpoints at the next step and exits; then the job requeues itself, and the rerun
+# resumes from that checkpoint (--resume auto in the same run directory, named by the job id).
+set -uo pipefail
+JOB=${JOB:?set by s2s.sbatch or gan.sbatch}
+cd "${SLURM_SUBMIT_DIR:-.}"
+[ -f "$VENV/bin/activate" ] && source "$VENV/bin/activate"
+PYTHON=${PYTHON:-python}
+
+head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+head_addr=$(scontrol show node "$head_node" | grep -o 'NodeAddr=[^ ]*' | cut -d= -f2)
+rdzv_port=${RDZV_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+if [ "$GPUS_PER_NODE" -gt 0 ]; then nproc=$((GPUS_PER_NODE / DEVICES_PER_REPLICA)); else nproc=$NPROC_PER_NODE; fi
+run_dir=${RUN_DIR:-runs/slurm/$SLURM_JOB_NAME-$SLURM_JOB_ID}
+echo "batch: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST," \
+  "head $head_addr:$rdzv_port, $nproc process(es) per node, run dir $run_dir"
+
+stop_requested=""
+forward() {  # the batch shell alone gets --signal=B:...; the job's processes hear it from srun
+  stop_requested=$1
+  echo "batch: SIG$1 received: the job checkpoints and stops" >&2
+  kill -"$1" "$step" 2>/dev/null
+}
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+
+srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \
+  --nnodes "$SLURM_NNODES" --nproc_per_node "$nproc" \
+  --rdzv_backend c10d --rdzv_endpoint "$head_addr:$rdzv_port" --rdzv_id "$SLURM_JOB_ID" \
+  --signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
+  -m launcher.main "$JOB" --run-dir "$run_dir" --resume auto "$@" &
+step=$!
+while :; do  # bash runs a trap only once wait returns: wait again until the step has ended
+  wait "$step"
+  status=$?
+  kill -0 "$step" 2>/dev/null || break
+done
+
+if [ -n "$stop_requested" ]; then
+  echo "batch: checkpointed on SIG$stop_requested; requeueing job $SLURM_JOB_ID" >&2
+  scontrol requeue "$SLURM_JOB_ID"
+  exit 0
+fi
+exit "$status"

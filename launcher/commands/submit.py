@@ -1,0 +1,96 @@
+"""``submit s2s|gan``: render cluster/slurm/<job>.sbatch for N nodes and G GPUs each, and sbatch it.
+
+Only the script's site-specific block changes: ``--nodes``, ``--gpus-per-node`` (uncommented when
+G > 0), ``--partition``/``--account``/``--time`` when given, and the defaults of GPUS_PER_NODE,
+NPROC_PER_NODE and DEVICES_PER_REPLICA. The rendered script is kept in runs/slurm/ beside the
+job's log; the job's own arguments follow it on sbatch's command line (no shell in between).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import time
+
+from launcher.commands.common import print_summary, say
+from launcher.paths import PROJECT_ROOT
+
+NAME = "submit"
+TEMPLATES = PROJECT_ROOT / "cluster" / "slurm"
+JOBS = ("s2s", "gan")
+
+
+def add_parser(jobs) -> None:
+    p = jobs.add_parser(
+        NAME,
+        help="submit a multi-node s2s or gan job to Slurm (renders cluster/slurm/<job>.sbatch)",
+        description="Render cluster/slurm/JOB.sbatch with the node and GPU counts given, keep it in "
+        "runs/slurm/, and submit it with sbatch from the repository root; arguments after the options "
+        "go to the job after -- (e.g. -- --preset paper max_minutes=600). The job checkpoints on SIGUSR1/SIGTERM "
+        "(Slurm warns 120 s before preemption or the time limit), requeues itself and resumes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("job", choices=JOBS)
+    p.add_argument("--nodes", type=int, default=2, help="nodes (torchrun agents, one per node)")
+    p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node; 0: CPU processes")
+    p.add_argument("--nproc-per-node", type=int, default=1, help="processes per node without GPUs")
+    p.add_argument("--devices-per-replica", type=int, default=1, help="8: the paper's layout, one replica per 8 GPUs")
+    p.add_argument("--partition", default=None)
+    p.add_argument("--account", default=None)
+    p.add_argument("--time", default=None, metavar="D-HH:MM:SS", help="time limit (the script's: 24:00:00)")
+    p.add_argument("--wait", action="store_true", help="sbatch --wait: return when the job has ended")
+    p.add_argument("--dry-run", action="store_true", help="print the rendered script and the command only")
+    p.add_argument("job_args", nargs="*", metavar="-- JOB_ARGS", help="the job's arguments and overrides, after --")
+    p.set_defaults(run=run, parser=p)
+
+
+def render(template: str, args: argparse.Namespace) -> str:
+    """The template with the site-specific values of ``args``."""
+    if args.nodes < 1 or min(args.gpus_per_node, args.nproc_per_node - 1, args.devices_per_replica - 1) < 0:
+        args.parser.error("--nodes, --nproc-per-node and --devices-per-replica must be >= 1, --gpus-per-node >= 0")
+    if args.gpus_per_node % args.devices_per_replica:
+        args.parser.error("--gpus-per-node must be a multiple of --devices-per-replica")
+    directives = {"nodes": str(args.nodes)}
+    if args.gpus_per_node:
+        directives["gpus-per-node"] = str(args.gpus_per_node)
+    for name in ("partition", "account", "time"):
+        if getattr(args, name):
+            directives[name] = getattr(args, name)
+    for name, value in directives.items():
+        line = re.compile(rf"^#{{1,2}}SBATCH --{name}=.*$", re.MULTILINE)
+        if not line.search(template):
+            raise SystemExit(f"error: {TEMPLATES}: no '#SBATCH --{name}=' line to set")
+        template = line.sub(f"#SBATCH --{name}={value}", template, count=1)
+    defaults = {
+        "GPUS_PER_NODE": args.gpus_per_node,
+        "NPROC_PER_NODE": args.nproc_per_node,
+        "DEVICES_PER_REPLICA": args.devices_per_replica,
+    }
+    for name, value in defaults.items():
+        template = re.sub(rf"^{name}=\$\{{{name}:-[^}}]*\}}", f"{name}=${{{name}:-{value}}}", template, flags=re.M)
+    return template
+
+
+def run(args: argparse.Namespace) -> int:
+    script = render((TEMPLATES / f"{args.job}.sbatch").read_text(), args)
+    job_args = args.job_args
+    out = PROJECT_ROOT / "runs" / "slurm"
+    rendered = out / f"{args.job}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
+    command = ["sbatch", "--parsable", *(["--wait"] if args.wait else []), str(rendered), *job_args]
+    if args.dry_run:
+        print(script, end="")
+        print("# " + " ".join(command))
+        return 0
+    if shutil.which("sbatch") is None:
+        raise SystemExit("error: sbatch not found: run this on a Slurm login node (or --dry-run)")
+    out.mkdir(parents=True, exist_ok=True)  # the jobs' logs go here too (#SBATCH --output)
+    rendered.write_text(script)
+    say(f"submit: {rendered.relative_to(PROJECT_ROOT)}, {args.nodes} node(s) × {args.gpus_per_node} GPU(s)")
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if result.returncode != 0 and not (args.wait and result.stdout.strip()):
+        raise SystemExit(f"error: sbatch failed: {result.stderr.strip()}")
+    job_id = result.stdout.strip().split(";")[0]
+    print_summary({"job": args.job, "slurm_job_id": job_id, "script": str(rendered), "exit_code": result.returncode})
+    return result.returncode

@@ -1,0 +1,136 @@
+"""The Slurm batch scripts on a real 2-node Slurm (cluster/local/slurm.sh: munge, slurmctld and two
+slurmd on localhost): a tiny s2s run across both nodes, and preemption: USR1 → checkpoint → requeue
+→ the rerun resumes from that checkpoint and finishes, every step taken exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import pytest
+from local_cluster import install_or_skip, poll, script, start
+
+from launcher.paths import PROJECT_ROOT
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first = s.getsockname()[1]
+        if first + count < 65000 and all(is_free(first + i) for i in range(count)):
+            return first
+    raise RuntimeError("no free ports")
+
+
+def is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """The environment every Slurm command of these tests runs with."""
+    base = tmp_path_factory.mktemp("slurm")
+    env = {"BASE": str(base), "NODES": "2", "CTLD_PORT": str(free_ports(1)), "SLURMD_PORT0": str(free_ports(2))}
+    install_or_skip("slurm.sh", **env)
+    start("slurm.sh", **env)
+    yield {**os.environ, "SLURM_CONF": str(base / "slurm.conf")}
+    script("slurm.sh", "stop", **env)
+
+
+def slurm_command(env, *args) -> str:
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def job_args(data, *extra) -> list[str]:
+    return ["--preset", "tiny", "--data", str(data), "threads=1", "metrics.port=0", *extra]
+
+
+def summaries(log: str) -> list[dict]:
+    return [json.loads(line) for line in log.splitlines() if line.startswith('{"checkpoint"')]
+
+
+def test_s2s_batch_script_trains_across_two_nodes(slurm, newstest_small_shards, tmp_path):
+    env = {**slurm, "RUN_DIR": str(tmp_path / "run"), "SBATCH_OUTPUT": str(tmp_path / "%x-%j.out")}
+    sbatch = ["sbatch", "--wait", "cluster/slurm/s2s.sbatch", *job_args(newstest_small_shards, "max_steps=12")]
+    result = subprocess.run(sbatch, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    (log,) = tmp_path.glob("s2s-*.out")
+    assert result.returncode == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert re.search(r"batch: job \d+ \(restart 0\) on n\[1-2\]", text)
+    assert "s2s: 2 replica(s)" in text  # one process on each node, one process group
+    (summary,) = summaries(text)
+    assert summary["steps"] == 12 and summary["replicas_in_sync"] is True
+    assert (tmp_path / "run" / "checkpoints" / "step-00000012.pt").exists()
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(slurm, newstest_small_shards, tmp_path):
+    run_dir, steps = tmp_path / "run", 150
+    env = {**slurm, "RUN_DIR": str(run_dir), "SBATCH_OUTPUT": str(tmp_path / "%x-%j.out")}
+    submit = [sys.executable, "-m", "launcher.main", "submit", "s2s", "--nodes", "2", "--wait", "--"]
+    submit += job_args(newstest_small_shards, f"max_steps={steps}", "log_every=1")
+    job = subprocess.Popen(submit, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        logged = run_dir / "train.jsonl"
+        poll(lambda: logged.exists() and len(logged.read_text().splitlines()) >= 15, timeout=180, what="15 steps")
+        job_id = slurm_command(env, "squeue", "-h", "-o", "%i").split()[0]
+        slurm_command(env, "scancel", "--batch", "--signal=USR1", job_id)  # what --signal=B:USR1@120 sends
+        poll(lambda: "Restarts=1" in slurm_command(env, "scontrol", "show", "job", job_id), timeout=120, what="requeue")
+        # a requeued job waits ~2 minutes before it is eligible again; let it start now
+        slurm_command(env, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
+        out, err = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    assert job.returncode == 0, err
+    text = next(tmp_path.glob("s2s-*.out")).read_text()
+    first, second = summaries(text)
+    stop = first["steps"]
+    assert first["stopped_by_signal"] == "SIGUSR1" and 15 <= stop < steps
+    assert first["checkpoint"].endswith(f"step-{stop:08d}.pt")
+    assert "restart 1" in text and second["steps"] == steps and "stopped_by_signal" not in second
+    records = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, steps + 1))  # each step once
+    assert json.loads(out.strip().splitlines()[-1])["slurm_job_id"] == job_id
+
+
+def test_submit_renders_only_the_site_specific_lines(tmp_path):
+    render = [sys.executable, "-m", "launcher.main", "submit", "gan", "--nodes", "4", "--gpus-per-node", "8"]
+    render += [
+        "--partition",
+        "gpu",
+        "--time",
+        "2-00:00:00",
+        "--dry-run",
+        "--",
+        "--preset",
+        "paper-mnist",
+        "max_minutes=60",
+    ]
+    result = subprocess.run(render, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    script_text, command = result.stdout.rsplit("# sbatch", 1)
+    template = (PROJECT_ROOT / "cluster" / "slurm" / "gan.sbatch").read_text()
+    changed = {(a, b) for a, b in zip(template.splitlines(), script_text.splitlines()) if a != b}
+    assert changed == {
+        ("#SBATCH --nodes=2", "#SBATCH --nodes=4"),
+        ("##SBATCH --gpus-per-node=8", "#SBATCH --gpus-per-node=8"),
+        ("##SBATCH --partition=gpu", "#SBATCH --partition=gpu"),
+        ("#SBATCH --time=24:00:00", "#SBATCH --time=2-00:00:00"),
+        (
+            "GPUS_PER_NODE=${GPUS_PER_NODE:-0}   # as --gpus-per-node; 0: CPU processes (NPROC_PER_NODE of them)",
+            "GPUS_PER_NODE=${GPUS_PER_NODE:-8}   # as --gpus-per-node; 0: CPU processes (NPROC_PER_NODE of them)",
+        ),
+    }
+    assert command.split()[-3:] == ["--preset", "paper-mnist", "max_minutes=60"]

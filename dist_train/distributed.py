@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from data_shards.errors import DataError
+
 
 @dataclass(frozen=True, kw_only=True)
 class Topology:
@@ -63,14 +65,15 @@ def replica_devices(local_rank: int, devices_per_replica: int) -> tuple[str, ...
         return ("cpu",) * devices_per_replica
     first = local_rank * devices_per_replica
     if first + devices_per_replica > torch.cuda.device_count():
-        raise RuntimeError(
+        raise DataError(
+            None,
             f"local rank {local_rank} needs GPUs {first}..{first + devices_per_replica - 1}, "
-            f"but {torch.cuda.device_count()} are visible: lower --nproc_per_node or devices_per_replica"
+            f"but {torch.cuda.device_count()} are visible: lower --nproc_per_node or devices_per_replica",
         )
     return tuple(f"cuda:{first + i}" for i in range(devices_per_replica))
 
 
-def init_distributed(*, devices_per_replica: int = 1, timeout_minutes: float = 10.0) -> Topology:
+def init_distributed(*, devices_per_replica: int = 1, timeout_s: float = 600.0) -> Topology:
     """Build the topology from the environment and join the process group when there are peers."""
     world_size = _env_int(("WORLD_SIZE", "SLURM_NTASKS"), 1)
     rank = _env_int(("RANK", "SLURM_PROCID"), 0)
@@ -83,7 +86,7 @@ def init_distributed(*, devices_per_replica: int = 1, timeout_minutes: float = 1
         torch.cuda.set_device(torch.device(devices[0]))
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend=backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(minutes=timeout_minutes)
+            backend=backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s)
         )
     return Topology(
         rank=rank,

@@ -105,3 +105,16 @@ def test_image_grid_tiles_row_by_row():
     grid = image_grid(images, columns=3, border=1)
     assert grid.shape == (2 * 3 + 1, 3 * 4 + 1, 1)
     assert grid[1, 1, 0] == 0 and grid[1, 5, 0] == 1 and grid[4, 1, 0] == 3 and grid[0, 0, 0] == 255
+
+
+def test_classifier_augmentation_moves_each_image_by_whole_pixels_within_the_bound():
+    from dist_train.trainers.classifier import shifted
+
+    images = torch.zeros(200, 1, 28, 28)
+    images[:, 0, 10, 13] = 1.0
+    moved = shifted(images, 2, torch.Generator().manual_seed(0))
+    where = moved[:, 0].flatten(1).argmax(1)
+    rows, cols = where // 28 - 10, where % 28 - 13
+    assert moved.sum() == 200 and rows.abs().max() == 2 and cols.abs().max() == 2
+    assert len({(int(r), int(c)) for r, c in zip(rows, cols)}) == 25  # every shift in the 5×5 window occurs
+    assert torch.equal(shifted(images, 0, torch.Generator()), images)

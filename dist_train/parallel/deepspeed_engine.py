@@ -130,13 +130,17 @@ class DeepSpeedDataParallel:
     def update(self, loss: torch.Tensor) -> float:
         """Backward, all-reduce (or reduce-scatter), clip, step; the gradient norm before clipping."""
         self.module.backward(loss)
-        if self.optimizer_state_sharded:
-            self.module.step()  # ZeRO measures the norm of the partitioned gradients itself
-            grad_norm = self.module.get_global_grad_norm()
-        else:
-            grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), math.inf)  # measures, clips nothing
+        if self.optimizer_state_sharded:  # ZeRO measures the partitioned gradients' norm, and its fp16
+            self.module.step()  # loss scaler skips non-finite steps; in fp32 ZeRO applies them
+            self.applied = self.module.was_step_applied()
+            return float(self.module.get_global_grad_norm())
+        grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), math.inf)  # measures, clips nothing
+        if torch.isfinite(grad_norm):
             self.module.step()  # clip at gradient_clipping, step, zero the gradients
-        self.applied = self.module.was_step_applied()
+            self.applied = self.module.was_step_applied()
+        else:  # a NaN/inf loss or gradient: no update, as the DDP engine
+            self.module.zero_grad()
+            self.applied = False
         return float(grad_norm)
 
     def optimizer_state_dict(self) -> dict:

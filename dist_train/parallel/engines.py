@@ -49,7 +49,11 @@ class TorchEngine:
         self.precision.backward(loss)
         self.precision.unscale(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
-        self.applied = self.precision.step(self.optimizer)
+        if torch.isfinite(grad_norm) or self.precision.scaler.is_enabled():  # fp16: the scaler skips and rescales
+            self.applied = self.precision.step(self.optimizer)
+        else:  # a NaN/inf loss or gradient: no update (every replica sees the same all-reduced norm)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.applied = False
         return float(grad_norm)
 
     def optimizer_state_dict(self) -> dict:

@@ -32,6 +32,7 @@ class ParallelConfig:
     softmax_shards: int = 4  # the paper split its softmax over 4 GPUs
     chunk_len: int = 0  # wavefront pipeline chunk in time steps; 0: no pipeline (layer after layer)
     engine: str = "ddp"  # ddp | deepspeed: who all-reduces gradients and steps the optimizer
+    collective_timeout_s: float = 600.0  # a collective not completed by then fails the job (a dead or hung peer)
     deepspeed_config: str = ""  # engine=deepspeed: a DeepSpeed JSON, e.g. cluster/deepspeed/zero2.json ("": ZeRO 0)
 
     def __post_init__(self) -> None:
@@ -41,6 +42,8 @@ class ParallelConfig:
             raise ValueError("parallel.devices_per_replica and softmax_shards must be >= 1, chunk_len >= 0")
         if self.engine not in ENGINES:
             raise ValueError(f"parallel.engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.collective_timeout_s <= 0:
+            raise ValueError("parallel.collective_timeout_s must be > 0")
         if self.deepspeed_config and self.engine != "deepspeed":
             raise ValueError("parallel.deepspeed_config needs parallel.engine=deepspeed")
         if self.placement == "none" and self.devices_per_replica > 1:

@@ -33,6 +33,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 30.0
     keep_checkpoints: int = 3
+    max_skipped_in_a_row: int = 20  # updates skipped in a row (non-finite loss/gradients) before the run stops
     precision: Precision = "fp32"
     threads: int = 0  # intra-op threads per process (0: the node's cores ÷ processes on it)
     seed: int = 0
@@ -42,6 +43,8 @@ class TrainConfig:
             raise ValueError("set train.num_epochs or train.max_steps")
         if min(self.max_steps, self.max_minutes, self.checkpoint_every_steps, self.threads) < 0:
             raise ValueError("train.max_steps, max_minutes, checkpoint_every_steps and threads must be >= 0")
+        if self.max_skipped_in_a_row < 1:
+            raise ValueError("train.max_skipped_in_a_row must be at least 1")
         if self.log_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("train.log_every and train.keep_checkpoints must be at least 1")
 
@@ -133,6 +136,7 @@ class Trainer:
         self.meter = IntervalMeter()
         self.clock = StepClock()
         self.stop_requested = False  # a replica got SIGTERM/SIGUSR1
+        self.skipped_steps, self.skipped_in_a_row = 0, 0  # updates skipped: non-finite loss or gradients
         self.end_figures: dict = {}
 
     # --- what a job supplies ----------------------------------------------------------------
@@ -189,6 +193,7 @@ class Trainer:
                 with self.clock.phase("compute"):
                     result = self.train_step(batch)
                 self.step += 1
+                self.count_skipped(result)
                 self.meter.add(**result.summed())
                 stop = self.after_step(result, deadline)
                 self.sinks.observe_step(self.step, result.values(), {**self.clock.take(), **self.allreduce_seconds()})
@@ -221,6 +226,23 @@ class Trainer:
                 self.sinks.write(self.step, figures)
         return finished or time_up
 
+    def count_skipped(self, result: StepFigures) -> None:
+        """Engines skip an update whose gradients are not finite (the same decision on every replica:
+        the gradients were all-reduced); a streak of them stops the run before it saves anything."""
+        if not result.values().get("skipped_steps"):
+            self.skipped_in_a_row = 0
+            return
+        self.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        if self.skipped_in_a_row >= self.train_cfg.max_skipped_in_a_row:
+            newest = self.checkpointer.latest()
+            raise DataError(
+                None,
+                f"{self.skipped_in_a_row} updates in a row were skipped at step {self.step} (non-finite loss or "
+                f"gradients: lower the learning rate, check the data); the newest checkpoint, "
+                f"{newest or 'none yet'}, holds the weights from before them (train.max_skipped_in_a_row)",
+            )
+
     def allreduce_seconds(self) -> dict[str, float]:
         """The DDP engines' gradient all-reduce time this step (none under DeepSpeed or alone)."""
         timed = [allreduce_seconds(engine.module) for engine in self.engines().values()]
@@ -237,7 +259,12 @@ class Trainer:
         return {
             **self.job_state(),
             "optimizers": shared,
-            "trainer": {"step": self.step, "train_seconds": self.train_seconds, f"{self.unit}_seen": self.seen},
+            "trainer": {
+                "step": self.step,
+                "train_seconds": self.train_seconds,
+                f"{self.unit}_seen": self.seen,
+                "skipped_steps": self.skipped_steps,
+            },
             "readers": all_gather_objects(self.reader.state_dict(), self.topology),
             "rng": all_gather_objects(rng.capture(), self.topology),
             "replicas": all_gather_objects({**self.replica_state(), "optimizers": own}, self.topology),
@@ -264,6 +291,7 @@ class Trainer:
             engine.load_optimizer_state_dict(part)
         saved = state["trainer"]
         self.step, self.train_seconds, self.seen = saved["step"], saved["train_seconds"], saved[f"{self.unit}_seen"]
+        self.skipped_steps = saved.get("skipped_steps", 0)
         self.reader.load_state_dict(state["readers"][self.topology.replica_rank])
         rng.restore(state["rng"][self.topology.replica_rank])
         self.load_replica_state(mine)
@@ -288,6 +316,7 @@ class Trainer:
             "steps": self.step,
             "epochs": round(self.step / len(self.reader), 4),
             "train_seconds": round(self.train_seconds, 2),
+            "skipped_steps": self.skipped_steps,
             f"{self.unit}_seen": self.seen,
             f"{self.unit}_per_s": round(self.seen / max(self.train_seconds, 1e-9), 1),
             **self.end_figures,

@@ -40,7 +40,7 @@ def add_parser(jobs) -> None:
     p.add_argument("--partition", default=None)
     p.add_argument("--account", default=None)
     p.add_argument("--time", default=None, metavar="D-HH:MM:SS", help="time limit (the script's: 24:00:00)")
-    p.add_argument("--wait", action="store_true", help="sbatch --wait: return when the job has ended")
+    p.add_argument("--wait", action="store_true", help="return when the job has ended, requeues included")
     p.add_argument("--dry-run", action="store_true", help="print the rendered script and the command only")
     p.add_argument("job_args", nargs="*", metavar="-- JOB_ARGS", help="the job's arguments and overrides, after --")
     p.set_defaults(run=run, parser=p)
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     job_args = args.job_args
     out = PROJECT_ROOT / "runs" / "slurm"
     rendered = out / f"{args.job}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
-    command = ["sbatch", "--parsable", *(["--wait"] if args.wait else []), str(rendered), *job_args]
+    command = ["sbatch", "--parsable", str(rendered), *job_args]
     if args.dry_run:
         print(script, end="")
         print("# " + " ".join(command))
@@ -89,8 +89,32 @@ def run(args: argparse.Namespace) -> int:
     rendered.write_text(script)
     say(f"submit: {rendered.relative_to(PROJECT_ROOT)}, {args.nodes} node(s) × {args.gpus_per_node} GPU(s)")
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
-    if result.returncode != 0 and not (args.wait and result.stdout.strip()):
+    if result.returncode != 0:
         raise SystemExit(f"error: sbatch failed: {result.stderr.strip()}")
     job_id = result.stdout.strip().split(";")[0]
-    print_summary({"job": args.job, "slurm_job_id": job_id, "script": str(rendered), "exit_code": result.returncode})
-    return result.returncode
+    code = wait_for(job_id) if args.wait else 0
+    print_summary({"job": args.job, "slurm_job_id": job_id, "script": str(rendered), "exit_code": code})
+    return code
+
+
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+
+
+def wait_for(job_id: str, every: float = 2.0) -> int:
+    """Wait until the job has ended, through its requeues (``sbatch --wait`` may return at one: a
+    requeued job passes through an ended state), and give its exit code."""
+    last, ended_polls = {}, 0
+    while True:
+        shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
+        if shown.returncode != 0:  # gone from the controller's memory (MinJobAge): ended as last seen
+            return exit_code(last) if last else 1
+        last = dict(re.findall(r"(\w+)=(\S+)", shown.stdout))
+        ended_polls = ended_polls + 1 if last.get("JobState") in ENDED else 0
+        if ended_polls >= 2:  # still ended one poll later: not on its way back to the queue
+            return exit_code(last)
+        time.sleep(every)
+
+
+def exit_code(fields: dict) -> int:
+    code = int(fields.get("ExitCode", "1:0").split(":")[0])
+    return code or int(fields.get("JobState") != "COMPLETED")

@@ -42,9 +42,11 @@ def add_parser(jobs) -> None:
         metavar="DIR",
         help="raw MNIST (else $MNIST_ROOT, else ../shared/data/mnist)",
     )
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--lr-decay", type=float, default=1.0, help="Adam's rate (1e-3) is multiplied by this each epoch")
-    p.add_argument("--batch-size", type=int, default=128)
+    defaults = ClassifierConfig()
+    p.add_argument("--epochs", type=int, default=defaults.num_epochs)
+    p.add_argument("--lr-decay", type=float, default=defaults.lr_decay, help="Adam's rate (1e-3) × this each epoch")
+    p.add_argument("--max-shift", type=int, default=defaults.max_shift, help="augmentation: random shifts of N pixels")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run, parser=p)
@@ -52,7 +54,12 @@ def add_parser(jobs) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = make_config(
-        args.parser, ClassifierConfig, num_epochs=args.epochs, batch_size=args.batch_size, lr_decay=args.lr_decay
+        args.parser,
+        ClassifierConfig,
+        num_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr_decay=args.lr_decay,
+        max_shift=args.max_shift,
     )
     if args.threads:
         torch.set_num_threads(args.threads)

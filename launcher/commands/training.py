@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from data_shards.errors import DataError
 from dist_train import distributed, preemption, rng
 from dist_train.checkpoint import Checkpointer, load_checkpoint, resolve_resume
 from dist_train.metrics import JsonlSink, ProgressBarSink, Sinks, start_prometheus
@@ -78,7 +79,9 @@ def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> 
     cfg = resolve_config(args, config_type, job)
     if args.local_rank is not None:  # DeepSpeed's launcher passes the local rank as a flag
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    topology = distributed.init_distributed(devices_per_replica=cfg.parallel.devices_per_replica)
+    topology = distributed.init_distributed(
+        devices_per_replica=cfg.parallel.devices_per_replica, timeout_s=cfg.parallel.collective_timeout_s
+    )
     preemption.install()  # SIGTERM/SIGUSR1: checkpoint at the next step and exit 0
     try:
         code = start(cfg, topology)
@@ -119,7 +122,7 @@ def run_training(
         sinks.sinks.append(prometheus)
     resume_from = resolve_resume(args.resume, checkpointer)
     if resume_from is not None:
-        trainer.load_state_dict(load_checkpoint(resume_from))
+        resume(trainer, resume_from)
     if topology.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "data_dir": str(data)}, indent=1) + "\n")
@@ -137,3 +140,15 @@ def run_training(
     if topology.is_main:
         print_summary({"job": job, "run_dir": str(run_dir), "checkpoint": str(checkpointer.latest()), **summary})
     return 0
+
+
+def resume(trainer, checkpoint: Path) -> None:
+    """Load a checkpoint into the trainer; one that belongs to another model, vocabulary or layout is
+    a one-line error naming it (nothing is written before this)."""
+    state = load_checkpoint(checkpoint)
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, IndexError) as err:
+        detail = " ".join(str(err).split())  # torch's size mismatches come one per line
+        detail = detail if len(detail) < 400 else detail[:400] + " ..."
+        raise DataError(checkpoint, f"does not fit this run (another model, vocabulary or layout?): {detail}") from None

@@ -20,7 +20,8 @@ from dist_train.optim import LearningRateSchedule, OptimConfig, build_optimizer
 from dist_train.parallel.data_parallel import unwrap
 from dist_train.parallel.replica import ParallelConfig, build_engine, build_replica
 from dist_train.precision import MixedPrecision
-from dist_train.trainers.loop import Deadline, TrainConfig, Trainer, agree, mean_over_replicas
+from dist_train.trainers.loop import TrainConfig, Trainer
+from dist_train.trainers.meters import Deadline, agree, mean_over_replicas
 from dist_train.trainers.s2s_batch import model_inputs
 from dist_train.trainers.s2s_eval import DevEvaluator, EvalConfig
 

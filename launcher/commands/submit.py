@@ -75,10 +75,9 @@ def render(template: str, args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     script = render((TEMPLATES / f"{args.job}.sbatch").read_text(), args)
-    job_args = args.job_args
     out = PROJECT_ROOT / "runs" / "slurm"
     rendered = out / f"{args.job}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"
-    command = ["sbatch", "--parsable", str(rendered), *job_args]
+    command = ["sbatch", "--parsable", str(rendered), *args.job_args]
     if args.dry_run:
         print(script, end="")
         print("# " + " ".join(command))

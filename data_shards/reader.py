@@ -221,7 +221,7 @@ __all__ = ["ReaderConfig", "ShardReader", "ShardSet"]
 
 
 def _leave_stopping_to_parent(_worker_id: int) -> None:
-    """A worker ignores the signals that ask a run to checkpoint and stop (``scancel --full`` sends
-    them to every process): the trainer stops, then shuts its workers down."""
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, signal.SIG_IGN)
+    """A worker ignores SIGUSR1, which asks a run to checkpoint and stop (``scancel --full
+    --signal=USR1`` sends it to every process) and would kill it: the trainer stops, then shuts its
+    workers down. SIGTERM keeps its default: Python's exit terminates leftover workers with it."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)

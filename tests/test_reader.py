@@ -143,3 +143,17 @@ def test_text_comes_with_the_ids_only_when_asked(newstest_small_shards):
     texts = next(iter(ShardReader(newstest_small_shards, ReaderConfig(batch_size=8, num_workers=0, with_text=True))))
     assert plain.src_text == [] and len(texts.src_text) == len(texts) == 8
     assert texts.sample_ids.tolist() == plain.sample_ids.tolist() and all(texts.tgt_text)
+
+
+def test_a_process_that_exits_with_its_workers_alive_ends(newstest_small_shards):
+    """Python's exit terminates leftover data-loader workers with SIGTERM: they must not ignore it."""
+    import subprocess
+    import sys
+
+    code = (
+        "from data_shards import ReaderConfig, ShardReader\n"
+        f"batches = iter(ShardReader({str(newstest_small_shards)!r}, ReaderConfig(batch_size=8, num_workers=2)))\n"
+        "next(batches)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -159,3 +160,9 @@ def stopped_by_signal(process) -> dict:
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["stopped_by_signal"] in ("SIGTERM", "SIGUSR1"), summary
     return summary
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

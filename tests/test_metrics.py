@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import pytest
 import torch
-from conftest import ONE_NODE, stopped_by_signal, torchrun
+from conftest import ONE_NODE, free_port, stopped_by_signal, torchrun
 from local_cluster import config_for_test, install_or_skip, poll, prometheus_query, scrape, script, start
 
 from data_shards.errors import DataError
@@ -64,12 +63,6 @@ def test_gan_steps_export_images_and_both_losses():
     assert value(sink, "dist_train_images_total", **gan) == 200 == value(sink, "dist_train_samples_total", **gan)
     assert value(sink, "dist_train_d_loss", **gan) == 0.5 and value(sink, "dist_train_g_loss", **gan) == 1.2
     assert value(sink, "dist_train_d_real", **gan) == 0.8 and value(sink, "dist_train_d_fake", **gan) == 0.2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_port_is_base_plus_local_rank_and_a_taken_one_is_said():

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_NODE, finished, losses, run_cli, tiny_cli, torchrun
+from conftest import ONE_NODE, finished, free_port, losses, run_cli, tiny_cli, torchrun
 
 from data_shards.errors import DataError
 from dist_train.checkpoint import Checkpointer, load_checkpoint
@@ -44,12 +43,6 @@ def test_checkpoint_holds_the_full_state_and_loads_weights_only(newstest_small_s
     torch.save({"model": state["model"], "hook": Checkpointer}, unsafe)  # a pickled class could run code
     with pytest.raises(DataError, match="not a loadable checkpoint"):
         load_checkpoint(unsafe)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_two_processes_data_parallel(newstest_small_shards, tmp_path):

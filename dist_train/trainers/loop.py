@@ -136,10 +136,11 @@ class Trainer:
                 with self.clock.phase("compute"):
                     result = self.train_step(batch)
                 self.step += 1
-                self.count_skipped(result)
+                values = result.values()
+                self.count_skipped(bool(values.get("skipped_steps")))
                 self.meter.add(**result.summed())
                 stop = self.after_step(result, deadline)
-                self.sinks.observe_step(self.step, result.values(), {**self.clock.take(), **self.allreduce_seconds()})
+                self.sinks.observe_step(self.step, values, {**self.clock.take(), **self.allreduce_seconds()})
         self.train_seconds += time.monotonic() - started
         self.end_figures = self.final_figures()
         if self.end_figures:
@@ -169,10 +170,10 @@ class Trainer:
                 self.sinks.write(self.step, figures)
         return finished or time_up
 
-    def count_skipped(self, result: StepFigures) -> None:
+    def count_skipped(self, skipped: bool) -> None:
         """Engines skip an update whose gradients are not finite (the same decision on every replica:
         the gradients were all-reduced); a streak of them stops the run before it saves anything."""
-        if not result.values().get("skipped_steps"):
+        if not skipped:
             self.skipped_in_a_row = 0
             return
         self.skipped_steps += 1

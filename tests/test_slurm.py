@@ -85,7 +85,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(sl
     try:
         logged = run_dir / "train.jsonl"
         poll(lambda: logged.exists() and len(logged.read_text().splitlines()) >= 15, timeout=180, what="15 steps")
-        job_id = slurm_command(env, "squeue", "-h", "-o", "%i").split()[0]
+        job_id = slurm_command(env, "squeue", "-h", "-t", "RUNNING", "-o", "%i").split()[0]
         slurm_command(env, "scancel", "--batch", "--signal=USR1", job_id)  # what --signal=B:USR1@120 sends
         poll(lambda: "Restarts=1" in slurm_command(env, "scontrol", "show", "job", job_id), timeout=120, what="requeue")
         # a requeued job waits ~2 minutes before it is eligible again; let it start now
@@ -93,8 +93,8 @@ def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(sl
         out, err = job.communicate(timeout=300)
     finally:
         job.kill()
-    assert job.returncode == 0, err
     text = next(tmp_path.glob("s2s-*.out")).read_text()
+    assert job.returncode == 0, err + text[-3000:]
     first, second = summaries(text)
     stop = first["steps"]
     assert first["stopped_by_signal"] == "SIGUSR1" and 15 <= stop < steps

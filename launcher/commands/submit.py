@@ -99,18 +99,28 @@ def run(args: argparse.Namespace) -> int:
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 
 
-def wait_for(job_id: str, every: float = 2.0) -> int:
+def wait_for(job_id: str, every: float = 2.0, patience: float = 120.0) -> int:
     """Wait until the job has ended, through its requeues (``sbatch --wait`` may return at one: a
-    requeued job passes through an ended state), and give its exit code."""
-    last, ended_polls = {}, 0
+    requeued job passes through an ended state), and give its exit code. ``scontrol`` failing (a
+    busy controller times out) is retried for ``patience`` seconds; the job being unknown to the
+    controller (forgotten MinJobAge seconds after it ended) ends the wait with its last state."""
+    last, ended_polls, failing_since = {}, 0, None
     while True:
         shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True)
-        if shown.returncode != 0:  # gone from the controller's memory (MinJobAge): ended as last seen
-            return exit_code(last) if last else 1
-        last = dict(re.findall(r"(\w+)=(\S+)", shown.stdout))
-        ended_polls = ended_polls + 1 if last.get("JobState") in ENDED else 0
-        if ended_polls >= 2:  # still ended one poll later: not on its way back to the queue
-            return exit_code(last)
+        if shown.returncode == 0:
+            last, failing_since = dict(re.findall(r"(\w+)=(\S+)", shown.stdout)), None
+            ended_polls = ended_polls + 1 if last.get("JobState") in ENDED else 0
+            if ended_polls >= 2:  # still ended one poll later: not on its way back to the queue
+                return exit_code(last)
+        elif "invalid job id" in shown.stderr.lower():
+            if last.get("JobState") in ENDED:
+                return exit_code(last)
+            raise SystemExit(f"error: job {job_id} was forgotten before its end was seen (MinJobAge < {every} s?)")
+        else:
+            failing_since = failing_since or time.monotonic()
+            if time.monotonic() - failing_since > patience:
+                failure = shown.stderr.strip()
+                raise SystemExit(f"error: job {job_id}: scontrol show job failing for {patience:.0f} s: {failure}")
         time.sleep(every)
 
 

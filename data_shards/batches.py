@@ -23,6 +23,7 @@ class TextBatch:
     sample_ids: torch.Tensor  # (batch,) global index of each sample in the shard set
     src_text: list[str]  # the pairs' text when the reader has with_text, else empty
     tgt_text: list[str]
+    corrupt_samples: int = 0  # planned samples left out as corrupt (ReaderConfig.skip_corrupt)
 
     @property
     def num_tokens(self) -> int:
@@ -41,6 +42,7 @@ class ImageBatch:
     images: torch.Tensor  # (batch, channels, height, width) uint8
     labels: torch.Tensor  # (batch,) int64
     sample_ids: torch.Tensor  # (batch,)
+    corrupt_samples: int = 0  # planned samples left out as corrupt (ReaderConfig.skip_corrupt)
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -76,8 +78,15 @@ def _pad(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return padded, lengths
 
 
-def collate_text(samples: list[dict], sample_ids: np.ndarray, with_text: bool = False) -> TextBatch:
-    pairs = [json.loads(bytes(s["pair.json"])) for s in samples]
+def decode_pair(sample: dict) -> dict:
+    """A text shard's sample: ``{"src", "tgt", "src_ids", "tgt_ids"}``."""
+    pair = json.loads(bytes(sample["pair.json"]))
+    if not all(isinstance(pair.get(k), list) for k in ("src_ids", "tgt_ids")):
+        raise ValueError("src_ids and tgt_ids must be lists")
+    return pair
+
+
+def collate_text(pairs: list[dict], sample_ids: np.ndarray, with_text: bool = False) -> TextBatch:
     src_tokens, src_lengths = _pad([p["src_ids"] for p in pairs])
     tgt_tokens, tgt_lengths = _pad([p["tgt_ids"] for p in pairs])
     return TextBatch(
@@ -97,8 +106,13 @@ def decode_image(payload) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array  # (height, width, channels)
 
 
-def collate_images(samples: list[dict], sample_ids: np.ndarray, with_text: bool = False) -> ImageBatch:
-    images = [decode_image(s["png"]) for s in samples]
+def decode_labelled_image(sample: dict) -> tuple[np.ndarray, int]:
+    """An image shard's sample: (height × width × channels uint8, class)."""
+    return decode_image(sample["png"]), int(bytes(sample["cls"]))
+
+
+def collate_images(items: list[tuple[np.ndarray, int]], sample_ids: np.ndarray, with_text: bool = False) -> ImageBatch:
+    images = [image for image, _ in items]
     if len({im.shape for im in images}) != 1:
         raise DataError(
             None,
@@ -106,9 +120,11 @@ def collate_images(samples: list[dict], sample_ids: np.ndarray, with_text: bool 
         )
     return ImageBatch(
         images=np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)),
-        labels=np.array([int(bytes(s["cls"])) for s in samples], dtype=np.int64),
+        labels=np.array([label for _, label in items], dtype=np.int64),
         sample_ids=sample_ids.astype(np.int64),
     )
 
 
+# per kind: decode one sample (any exception: it is corrupt), then collate decoded samples into a batch
+DECODE = {"text-pairs": decode_pair, "images": decode_labelled_image}
 COLLATE = {"text-pairs": collate_text, "images": collate_images}

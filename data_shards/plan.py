@@ -38,6 +38,7 @@ class ReaderConfig:
     bucket_pool: int = 12_800  # samples sorted by length together (0: no length bucketing)
     num_workers: int = 2  # DataLoader worker processes per replica (0: read in the training process)
     verify_sha256: bool = True  # check each shard against the manifest when it is loaded
+    skip_corrupt: bool = False  # leave out (and count) corrupt shards and samples instead of stopping
     with_text: bool = False  # also deliver each pair's text (TextBatch.src_text/tgt_text); training needs ids only
 
     def __post_init__(self) -> None:

@@ -4,10 +4,17 @@
 whose workers each read their own stream of the epoch plan (see ``plan.py``). Its
 ``state_dict()`` is (epoch, batches consumed): after ``load_state_dict`` the reader yields exactly
 the batches the uninterrupted run would have yielded next.
+
+Corrupt data (a shard unreadable, truncated or not matching its sha256, a sample that does not
+decode) is an error naming the shard; with ``skip_corrupt`` it is left out, reported once on stderr
+and counted in each batch's ``corrupt_samples``. A batch left with no sound sample is replaced by
+the worker's next sound batch (its previous one at the end of the epoch), so every replica still
+takes the same number of steps and DDP cannot wait forever on one that ran out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import signal
 from pathlib import Path
@@ -20,6 +27,7 @@ from data_shards.batches import COLLATE, as_torch
 from data_shards.errors import DataError
 from data_shards.manifest import load_manifest
 from data_shards.plan import EpochPlan, ReaderConfig, plan_epoch
+from data_shards.samples import SampleSource
 from data_shards.tario import read_samples
 from data_shards.vocab import Vocab
 
@@ -119,21 +127,23 @@ class _WorkerStream(IterableDataset):
             if pos >= start and (worker is None or w == worker)
         ]
         batches = plan.batches[self.replica]
-        last_use = {}
-        for k, (_, w, j) in enumerate(mine):
-            for shard in np.unique(shards.shard_of(batches[w][j])):
-                last_use[int(shard)] = k
-        loaded: dict[int, list[dict]] = {}
+        samples = SampleSource(shards, self.cfg.skip_corrupt, [batches[w][j] for _, w, j in mine])
+        waiting, last = [], None  # positions whose batch held no sound sample, and their count
         for k, (pos, w, j) in enumerate(mine):
-            ids = batches[w][j]
-            owners = shards.shard_of(ids)
-            for shard in np.unique(owners):
-                if int(shard) not in loaded:
-                    loaded[int(shard)] = shards.load(int(shard))
-            samples = [loaded[int(s)][int(i - shards.starts[s])] for s, i in zip(owners, ids)]
-            yield pos, collate(samples, ids, self.cfg.with_text)
-            for shard in [s for s, last in last_use.items() if last == k and s in loaded]:
-                del loaded[shard]
+            items, kept = samples.take(k)
+            corrupt = len(batches[w][j]) - len(kept)
+            if not items:
+                waiting.append((pos, corrupt))
+                continue
+            last = dataclasses.replace(collate(items, kept, self.cfg.with_text), corrupt_samples=corrupt)
+            for stand_in_for, lost in waiting:
+                yield stand_in_for, dataclasses.replace(last, corrupt_samples=lost)
+            waiting = []
+            yield pos, last
+        if waiting and last is None:
+            raise DataError(self.folder, f"replica {self.replica} has no sound batch left in epoch {epoch}")
+        for stand_in_for, lost in waiting:
+            yield stand_in_for, dataclasses.replace(last, corrupt_samples=lost)
 
 
 class ShardReader:

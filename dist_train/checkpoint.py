@@ -1,7 +1,9 @@
 """Checkpoints: atomic writes, newest-complete discovery, ``weights_only`` loads (DESIGN.md §6).
 
 A checkpoint is written under a temporary name and renamed into place, so a crash mid-write
-leaves the previous one intact and never a half file under a checkpoint's name.
+leaves the previous one intact and never a half file under a checkpoint's name. A failed write
+(a full disk) removes its temporary file and is a one-line error naming the intact checkpoint; the
+temporary file of a process killed mid-write is removed by the next run (``remove_incomplete``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from data_shards.errors import DataError
 
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
+_INCOMPLETE = re.compile(r"^\.step-(\d{8,})\.pt\.tmp-\d+$")
 
 
 class Checkpointer:
@@ -38,7 +41,14 @@ class Checkpointer:
 
     def save(self, step: int, state: dict) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        final = atomic_save(state, self.path_for(step))
+        try:
+            final = atomic_save(state, self.path_for(step))
+        except OSError as err:
+            raise DataError(
+                self.path_for(step),
+                f"could not be written ({err.strerror or err}); the newest complete checkpoint, "
+                f"{self.latest() or 'none yet'}, is intact and is the one --resume auto takes",
+            ) from None
         self._last_save = time.monotonic()
         for old in self.complete()[: -self.keep] if self.keep > 0 else []:
             old.unlink(missing_ok=True)
@@ -59,18 +69,55 @@ class Checkpointer:
         complete = self.complete()
         return complete[-1] if complete else None
 
+    def remove_incomplete(self) -> list[Path]:
+        """Delete the temporary files of writes that never finished (a process killed mid-save).
+        Only while no process of this run is saving: at start, before resuming."""
+        if not self.folder.is_dir():
+            return []
+        left = [p for p in self.folder.iterdir() if _INCOMPLETE.match(p.name)]
+        for path in left:
+            path.unlink(missing_ok=True)
+        return left
+
 
 def atomic_save(state: dict, final: Path) -> Path:
     """``torch.save`` to a temporary file beside ``final``, synced, then renamed over it: a reader
     sees the old file or the whole new one, never a partial one."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, final)
+    try:
+        with open(temporary, "wb") as f:
+            writer = _Writer(f)
+            try:
+                torch.save(state, writer)
+            except RuntimeError as err:  # torch's zip writer hides the OSError of a failed write
+                if writer.failure is None:
+                    raise
+                raise writer.failure from err
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return final
+
+
+class _Writer:
+    """A file for ``torch.save`` that remembers the OSError (ENOSPC, EIO) a write raised."""
+
+    def __init__(self, file) -> None:
+        self.file, self.failure = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.failure = err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import socket
+import sys
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +32,7 @@ class Topology:
     backend: str = "gloo"
     node_name: str = field(default_factory=socket.gethostname)
     devices: tuple[str, ...] = ("cpu",)
+    collective_timeout_s: float = 600.0  # how long a collective waits for a peer before it fails
 
     @property
     def replica_rank(self) -> int:
@@ -84,10 +88,14 @@ def init_distributed(*, devices_per_replica: int = 1, timeout_s: float = 600.0) 
     backend = "nccl" if devices[0].startswith("cuda") else "gloo"
     if devices[0].startswith("cuda"):
         torch.cuda.set_device(torch.device(devices[0]))
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(
-            backend=backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s)
+    if world_size > 1 and rank == 0 and restarts_may_read_stale_addresses():
+        print(
+            "warning: torchrun --max-restarts with its rendezvous store shared: a restarted group can read its "
+            "peers' addresses from the previous attempt; export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (pytorch#135712)",
+            file=sys.stderr,
         )
+    if world_size > 1 and not dist.is_initialized():
+        join(backend, rank, world_size, timeout_s)
     return Topology(
         rank=rank,
         world_size=world_size,
@@ -97,7 +105,46 @@ def init_distributed(*, devices_per_replica: int = 1, timeout_s: float = 600.0) 
         num_nodes=max(1, world_size // max(local_world_size, 1)),
         backend=backend,
         devices=devices,
+        collective_timeout_s=timeout_s,
     )
+
+
+def join(backend: str, rank: int, world_size: int, timeout_s: float) -> None:
+    """Join the process group at MASTER_ADDR:MASTER_PORT; a head that never answers (or peers that never
+    come) is a one-line PeerError after ``timeout_s``, not a traceback."""
+    endpoint = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    try:
+        if rank > 0:  # rank 0 serves the store; the others wait for it here, quietly (torch logs each retry)
+            reach(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "0")), timeout_s)
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s)
+        )
+    except (RuntimeError, TimeoutError, OSError) as err:  # DistNetworkError, DistStoreError: RuntimeErrors
+        cause = " ".join(str(err).split())[:200]
+        raise PeerError(
+            f"rank {rank} of {world_size} could not join the process group at {endpoint} within "
+            f"parallel.collective_timeout_s={timeout_s:g} s: is the head node up and the port open to this node? "
+            f"({cause})"
+        ) from None
+
+
+def reach(host: str, port: int, timeout_s: float) -> None:
+    """Return once ``host:port`` accepts a connection; TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nothing answered at {host}:{port} ({err.strerror or err})") from None
+            time.sleep(0.5)
+
+
+def restarts_may_read_stale_addresses() -> bool:
+    """torchrun restarts this group on a failure, and its workers use the agent's store."""
+    restarts = _env_int(("TORCHELASTIC_MAX_RESTARTS",), 0)
+    return restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
 
 
 def shutdown(*, finished: bool) -> None:
@@ -108,6 +155,29 @@ def shutdown(*, finished: bool) -> None:
     if finished:
         dist.barrier()
     dist.destroy_process_group()
+
+
+class PeerError(RuntimeError):
+    """A collective failed because a peer died or stopped answering; ``str()`` is one line."""
+
+
+# what gloo and NCCL say when a peer is gone (a closed connection) or silent (a timeout)
+_PEER_GONE = re.compile(r"timed out|timeout|connection (reset|closed|refused)|broken pipe|closed by peer|EOF", re.I)
+
+
+def peer_failure(err: BaseException, topology: Topology, operation: str) -> PeerError | None:
+    """``err`` as a PeerError naming this rank and the ``operation`` that failed, when it is a
+    collective's failure in a process group; None for any other error."""
+    text = " ".join(str(err).split())
+    found = _PEER_GONE.search(text)
+    if not (topology.distributed and isinstance(err, RuntimeError) and found):
+        return None
+    start = max(text.rfind("] ", 0, found.start()), text.rfind(": ", 0, found.start())) + 2  # the backend's words
+    cause = text[max(start, 0) :].split(" At: ")[0][:200]
+    return PeerError(
+        f"rank {topology.rank} (node {topology.node_name}): {operation} failed: a peer died or did not answer "
+        f"within parallel.collective_timeout_s={topology.collective_timeout_s:g} s ({cause})"
+    )
 
 
 def all_reduce_sum(values: list[float], topology: Topology) -> list[float]:

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from data_shards.errors import DataError
+from dist_train.distributed import PeerError
 from launcher.commands import (
     bench,
     evaluate_gan,
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
-    except DataError as err:
+    except (DataError, PeerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -119,7 +119,7 @@ def losses(run_dir):
 ONE_NODE = ("--standalone", "--nproc_per_node", "2")  # standalone: a free port, so runs side by side never collide
 
 
-def torchrun(*args, data, run_dir, steps=6, overrides=()):
+def torchrun(*args, data, run_dir, steps=6, overrides=(), env=None):
     command = [
         sys.executable,
         "-m",
@@ -138,7 +138,7 @@ def torchrun(*args, data, run_dir, steps=6, overrides=()):
         "log_every=2",
         *overrides,
     ]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def finished(process) -> dict:

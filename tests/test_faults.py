@@ -1,16 +1,28 @@
-"""Faults injected into real training runs: non-finite losses and gradients."""
+"""Faults injected into real training runs: non-finite losses and gradients, a checkpoint write that
+fails (a full disk) or is killed half-way, a checkpoint of another model."""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import losses
+from conftest import losses, run_cli
+from local_cluster import poll
 
+import dist_train.checkpoint
+from data_shards.errors import DataError
 from dist_train.checkpoint import Checkpointer, load_checkpoint
+from dist_train.distributed import replica_devices
 from dist_train.models.seq2seq import Seq2Seq
 from launcher.main import main
+from launcher.paths import PROJECT_ROOT
 
 
 def poison(monkeypatch, steps: set[int]) -> None:
@@ -27,8 +39,8 @@ def poison(monkeypatch, steps: set[int]) -> None:
     monkeypatch.setattr(Seq2Seq, "forward", poisoned)
 
 
-def s2s(data, run_dir, *overrides) -> int:
-    args = ["s2s", "--preset", "tiny", "--data", str(data), "--run-dir", str(run_dir), "--resume", "never"]
+def s2s(data, run_dir, *overrides, resume="never") -> int:
+    args = ["s2s", "--preset", "tiny", "--data", str(data), "--run-dir", str(run_dir), "--resume", resume]
     return main([*args, "log_every=1", "threads=1", "metrics.port=0", *overrides])
 
 
@@ -73,3 +85,88 @@ def test_a_checkpoint_of_another_model_is_a_one_line_error(newstest_small_shards
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and "step-00000002.pt: does not fit this run" in error
     assert "size mismatch" in error and "Traceback" not in error
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk that fills up after ``room`` bytes."""
+
+    room = 2000
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_a_full_disk_stops_the_run_keeps_the_previous_checkpoint_and_leaves_no_partial_file(
+    newstest_small_shards, tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints"
+
+    def open_checkpoint(path, mode="r", *args, **kwargs):  # the disk fills up before the second checkpoint
+        full = "w" in mode and Checkpointer(folder).latest() is not None
+        return FullDisk(path, mode) if full else open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(dist_train.checkpoint, "open", open_checkpoint, raising=False)
+    assert s2s(newstest_small_shards, run_dir, "max_steps=6", "checkpoint_every_steps=2") == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "step-00000004.pt: could not be written (No space left on device)" in error
+    assert f"the newest complete checkpoint, {folder / 'step-00000002.pt'}, is intact" in error
+    assert sorted(p.name for p in folder.iterdir()) == ["step-00000002.pt"]  # no partial file left behind
+    monkeypatch.undo()  # space freed: the run resumes from the checkpoint that was kept
+    assert s2s(newstest_small_shards, run_dir, "max_steps=6", "checkpoint_every_steps=2", resume="auto") == 0
+    assert "resumed from step-00000002.pt" in capsys.readouterr().err
+    assert json.loads((run_dir / "train.jsonl").read_text().splitlines()[-1])["step"] == 6
+
+
+STALLING_SAVE = """
+import sys, time, torch
+real_save, saves = torch.save, []
+def stalling_save(state, f, *args, **kwargs):  # the second save writes a little, then hangs until killed
+    saves.append(1)
+    if len(saves) == 2:
+        f.write(b"PK" + bytes(4096)); f.flush()
+        open(sys.argv[1], "w").close()
+        time.sleep(600)
+    return real_save(state, f, *args, **kwargs)
+torch.save = stalling_save
+from launcher.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_process_killed_mid_save_leaves_the_previous_checkpoint_which_the_rerun_resumes(
+    newstest_small_shards, tmp_path, capsys
+):
+    run_dir, marker = tmp_path / "run", tmp_path / "saving"
+    folder = run_dir / "checkpoints"
+    args = ["s2s", "--preset", "tiny", "--data", str(newstest_small_shards), "--run-dir", str(run_dir)]
+    args += ["threads=1", "metrics.port=0", "max_steps=6", "checkpoint_every_steps=2"]
+    job = subprocess.Popen([sys.executable, "-c", STALLING_SAVE, str(marker), *args], cwd=PROJECT_ROOT)
+    try:
+        poll(marker.exists, timeout=120, what="the second checkpoint's write")
+        os.kill(job.pid, signal.SIGKILL)
+        assert job.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        job.kill()
+    (partial,) = folder.glob(".step-00000004.pt.tmp-*")
+    assert partial.stat().st_size > 0 and Checkpointer(folder).latest().name == "step-00000002.pt"
+    assert s2s(newstest_small_shards, run_dir, "max_steps=6", "checkpoint_every_steps=2", resume="auto") == 0
+    err = capsys.readouterr().err
+    assert "removed 1 incomplete checkpoint file(s)" in err and "resumed from step-00000002.pt" in err
+    assert not partial.exists() and Checkpointer(folder).latest().name == "step-00000006.pt"
+
+
+def test_more_devices_per_replica_than_visible_gpus_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert replica_devices(0, 8) == tuple(f"cuda:{i}" for i in range(8))
+    with pytest.raises(DataError, match=r"local rank 1 needs GPUs 8..15, but 8 are visible: lower --nproc_per_node"):
+        replica_devices(1, 8)
+
+
+def test_an_unknown_preset_is_a_usage_error_listing_the_presets(tmp_path):
+    result = run_cli("s2s", "--preset", "huge", "--data", tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "argument --preset: invalid choice: 'huge' (choose from" in result.stderr and "'paper'" in result.stderr

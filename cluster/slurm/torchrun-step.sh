@@ -19,6 +19,10 @@ run_dir=${RUN_DIR:-runs/slurm/$SLURM_JOB_NAME-$SLURM_JOB_ID}
 echo "batch: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST," \
   "head $head_addr:$rdzv_port, $nproc process(es) per node, run dir $run_dir"
 
+# torchrun --max-restarts: workers of a restarted group must not share the rendezvous store with the
+# agent, or they can read their peers' addresses from the previous attempt (pytorch/pytorch#135712)
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+
 stop_requested=""
 forward() {  # the batch shell alone gets --signal=B:...; the job's processes hear it from srun
   stop_requested=$1

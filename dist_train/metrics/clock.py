@@ -10,16 +10,23 @@ from __future__ import annotations
 import contextlib
 import time
 
-PHASES = ("data_wait", "compute", "communication", "checkpoint", "evaluation")
+PHASES = {  # each phase and what it does, as an error that happens in it says
+    "data_wait": "reading the next batch",
+    "compute": "the training step (forward, backward, gradient all-reduce)",
+    "communication": "the replicas' agreement on logging, stopping and checkpointing",
+    "checkpoint": "gathering and writing a checkpoint",
+    "evaluation": "the periodic evaluation",
+}
 
 
 class StepClock:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self.current = "data_wait"  # the phase entered last: the one an error came from
 
     @contextlib.contextmanager
     def phase(self, name: str):
-        start = time.perf_counter()
+        start, self.current = time.perf_counter(), name
         try:
             yield
         finally:

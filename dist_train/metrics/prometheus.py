@@ -7,7 +7,7 @@ When the job ends, both list nothing.
 
 Metric names (labels ``job``, ``node``, ``rank``, ``replica``, ``run`` on all):
 
-- counters ``dist_train_{source_words,target_words,samples,images,steps,skipped_steps}_total``:
+- counters ``dist_train_{source_words,target_words,samples,images,steps,skipped_steps,corrupt_samples}_total``:
   throughput is their rate (``rate(dist_train_source_words_total[1m])``);
 - gauges ``dist_train_{loss,d_loss,g_loss,d_real,d_fake,learning_rate,grad_norm}`` (the latest
   step's) and ``dist_train_memory_bytes{kind=rss|device_allocated|device_peak}``;
@@ -37,6 +37,7 @@ COUNTERS = {
     "samples": "training examples: sentence pairs (s2s), real images (gan)",
     "images": "real images the discriminator was trained on (gan)",
     "skipped_steps": "steps whose update was skipped (fp16 overflow, non-finite gradients)",
+    "corrupt_samples": "planned samples the reader left out as corrupt (data.skip_corrupt)",
 }
 GAUGES = {
     "loss": "the latest step's training loss (nats per target word)",

@@ -7,6 +7,7 @@ over the replicas (``write``: what the log and the bar show, on the main process
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -52,12 +53,17 @@ class JsonlSink(IntervalSink):
 
 class ProgressBarSink(IntervalSink):
     """A tqdm bar over the run's steps with the chosen figures as postfix; tqdm gives the ETA. A
-    ``planned_steps`` figure (what a time budget affords) moves the bar's end."""
+    ``planned_steps`` figure (what a time budget affords) moves the bar's end. When stderr is not a
+    terminal (a Slurm log, a pipe) the bar is printed as a plain line every ``every_s`` seconds and
+    at the end, not redrawn with carriage returns, which would fill the log and interleave with
+    other output."""
 
-    def __init__(self, *, total: int, initial: int, shown: dict[str, str], desc: str) -> None:
+    def __init__(self, *, total: int, initial: int, shown: dict[str, str], desc: str, every_s: float = 30.0) -> None:
         self.shown = shown  # figure name → format, e.g. {"words_per_s": "{:,.0f}"}
         self.latest: dict = {}  # figures arrive in several records (training, dev): show the newest of each
-        self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
+        self.terminal, self.every_s, self.printed = sys.stderr.isatty(), every_s, time.monotonic()
+        out = sys.stderr if self.terminal else io.StringIO()
+        self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", file=out, dynamic_ncols=self.terminal)
 
     def write(self, step: int, figures: dict) -> None:
         if figures.get("planned_steps", self._bar.total) != self._bar.total:
@@ -65,9 +71,17 @@ class ProgressBarSink(IntervalSink):
         self._bar.update(step - self._bar.n)
         self.latest.update(figures)
         shown = [f"{name}={fmt.format(self.latest[name])}" for name, fmt in self.shown.items() if name in self.latest]
-        self._bar.set_postfix_str(" ".join(shown), refresh=True)
+        self._bar.set_postfix_str(" ".join(shown), refresh=self.terminal)
+        if not self.terminal and (time.monotonic() - self.printed >= self.every_s or self._bar.n >= self._bar.total):
+            self.print_line()
+
+    def print_line(self) -> None:
+        print(str(self._bar), file=sys.stderr, flush=True)
+        self.printed = time.monotonic()
 
     def close(self) -> None:
+        if not self.terminal and time.monotonic() - self.printed > 0 and self._bar.n < (self._bar.total or 0):
+            self.print_line()  # where an early stop (a signal, an error) left the bar
         self._bar.close()
 
 

@@ -18,8 +18,9 @@ from typing import Protocol
 from data_shards.errors import DataError
 from dist_train import preemption, rng
 from dist_train.checkpoint import Checkpointer
-from dist_train.distributed import Topology, all_gather_objects, replicas_agree
+from dist_train.distributed import Topology, all_gather_objects, peer_failure, replicas_agree
 from dist_train.metrics import Sinks, StepClock
+from dist_train.metrics.clock import PHASES
 from dist_train.parallel.data_parallel import allreduce_seconds
 from dist_train.precision import Precision
 from dist_train.trainers.meters import Deadline, IntervalMeter, agree
@@ -80,6 +81,7 @@ class Trainer:
         self.clock = StepClock()
         self.stop_requested = False  # a replica got SIGTERM/SIGUSR1
         self.skipped_steps, self.skipped_in_a_row = 0, 0  # updates skipped: non-finite loss or gradients
+        self.corrupt_samples = 0  # planned samples the readers left out as corrupt (data.skip_corrupt), all replicas
         self.end_figures: dict = {}
 
     # --- what a job supplies ----------------------------------------------------------------
@@ -123,6 +125,17 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------
 
     def train(self) -> dict:
+        """Train to the horizon, the time limit or a stop signal; a peer that dies or stops answering
+        is a PeerError naming this rank and what it was doing, not a hang."""
+        try:
+            return self._train()
+        except RuntimeError as err:
+            failure = peer_failure(err, self.topology, f"{PHASES[self.clock.current]} at step {self.step + 1}")
+            if failure is None:
+                raise
+            raise failure from err
+
+    def _train(self) -> dict:
         deadline, started = Deadline(self.train_cfg.max_minutes, self.step), time.monotonic()
         self.meter.restart()
         stop = self.step >= self.horizon
@@ -136,9 +149,9 @@ class Trainer:
                 with self.clock.phase("compute"):
                     result = self.train_step(batch)
                 self.step += 1
-                values = result.values()
+                values = {**result.values(), "corrupt_samples": batch.corrupt_samples}
                 self.count_skipped(bool(values.get("skipped_steps")))
-                self.meter.add(**result.summed())
+                self.meter.add(**result.summed(), corrupt_samples=batch.corrupt_samples)
                 stop = self.after_step(result, deadline)
                 self.sinks.observe_step(self.step, values, {**self.clock.take(), **self.allreduce_seconds()})
         self.train_seconds += time.monotonic() - started
@@ -159,7 +172,9 @@ class Trainer:
                 self.before_log(deadline)
                 totals, seconds = self.meter.collect(self.topology)
             self.seen += int(totals[self.unit])
-            self.sinks.write(self.step, self.interval_figures(totals, seconds, result))
+            self.corrupt_samples += int(totals.pop("corrupt_samples"))
+            corrupt = {"corrupt_samples": self.corrupt_samples} if self.corrupt_samples else {}
+            self.sinks.write(self.step, {**self.interval_figures(totals, seconds, result), **corrupt})
         if checkpoint_due and not (finished or time_up):
             with self.clock.phase("checkpoint"):
                 self.save()
@@ -208,6 +223,7 @@ class Trainer:
                 "train_seconds": self.train_seconds,
                 f"{self.unit}_seen": self.seen,
                 "skipped_steps": self.skipped_steps,
+                "corrupt_samples": self.corrupt_samples,
             },
             "readers": all_gather_objects(self.reader.state_dict(), self.topology),
             "rng": all_gather_objects(rng.capture(), self.topology),
@@ -236,6 +252,7 @@ class Trainer:
         saved = state["trainer"]
         self.step, self.train_seconds, self.seen = saved["step"], saved["train_seconds"], saved[f"{self.unit}_seen"]
         self.skipped_steps = saved.get("skipped_steps", 0)
+        self.corrupt_samples = saved.get("corrupt_samples", 0)
         self.reader.load_state_dict(state["readers"][self.topology.replica_rank])
         rng.restore(state["rng"][self.topology.replica_rank])
         self.load_replica_state(mine)
@@ -248,11 +265,19 @@ class Trainer:
         pass
 
     def save(self) -> Path | None:
-        state = self.state_dict()
-        if not self.topology.is_main:
+        """The main process writes; every replica learns whether that worked, so that a failed write
+        (a full disk) stops them all with its error instead of leaving them waiting at a collective."""
+        state, path, failure = self.state_dict(), None, None
+        if self.topology.is_main:
+            try:
+                path = self.checkpointer.save(self.step, state)
+            except DataError as err:
+                failure = err
+        else:
             self.checkpointer.mark_saved()
-            return None
-        return self.checkpointer.save(self.step, state)
+        if agree([failure is not None], self.topology)[0]:
+            raise failure or DataError(None, f"step {self.step}: the main process could not write the checkpoint")
+        return path
 
     def summary(self) -> dict:
         return {
@@ -261,6 +286,7 @@ class Trainer:
             "epochs": round(self.step / len(self.reader), 4),
             "train_seconds": round(self.train_seconds, 2),
             "skipped_steps": self.skipped_steps,
+            "corrupt_samples": self.corrupt_samples,
             f"{self.unit}_seen": self.seen,
             f"{self.unit}_per_s": round(self.seen / max(self.train_seconds, 1e-9), 1),
             **self.end_figures,

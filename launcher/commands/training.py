@@ -45,6 +45,12 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str, *, 
     )
     p.add_argument("--run-dir", type=Path, default=None, metavar="DIR", help="default: runs/<job>-<preset>")
     p.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="leave out (and count: corrupt_samples) shards and samples that fail their sha256 or do not decode, "
+        "instead of stopping with an error naming the shard (as data.skip_corrupt=true)",
+    )
+    p.add_argument(
         "--resume",
         default="auto",
         metavar="auto|never|PATH",
@@ -63,7 +69,8 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str, *, 
 def resolve_config(args: argparse.Namespace, config_type, job: str):
     files = [preset_file(job, args.preset)] + ([args.config] if args.config else [])
     try:
-        return load_config(config_type, files=files, overrides=args.overrides)
+        overrides = args.overrides + (["data.skip_corrupt=true"] if args.skip_corrupt else [])
+        return load_config(config_type, files=files, overrides=overrides)
     except ConfigError as err:
         args.parser.error(str(err))
 
@@ -120,6 +127,8 @@ def run_training(
     prometheus = start_prometheus(cfg.metrics, topology, job=job, run_dir=run_dir, say=say)
     if prometheus is not None:
         sinks.sinks.append(prometheus)
+    if topology.is_main and (removed := checkpointer.remove_incomplete()):
+        say(f"{job}: removed {len(removed)} incomplete checkpoint file(s) of a save that never finished")
     resume_from = resolve_resume(args.resume, checkpointer)
     if resume_from is not None:
         resume(trainer, resume_from)
@@ -133,8 +142,10 @@ def run_training(
         )
         progress = ProgressBarSink(total=trainer.horizon, initial=trainer.step, desc=job, shown=shown)
         sinks.sinks += [JsonlSink(run_dir / "train.jsonl"), progress]
-    summary = trainer.train()
-    sinks.close()
+    try:
+        summary = trainer.train()
+    finally:  # an error ends the progress bar's line before it is printed
+        sinks.close()
     if prometheus is not None and topology.is_main:
         write_targets(run_dir, [])  # the job is over: nothing left to scrape
     if topology.is_main:

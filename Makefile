@@ -8,7 +8,7 @@ TORCH_CPU := torch==2.13.0
 DATA ?= ../shared/data
 DEMO_DIR ?= runs/demo
 
-.PHONY: demo test lint bench-data clean
+.PHONY: demo test lint bench-data bench reproduce clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ lint: $(VENV)/.installed
 
 bench-data: $(VENV)/.installed
 	$(PY) -m launcher.main bench data
+
+# docs/PERFORMANCE.md: every benchmark in one run (about 25 minutes on 2 CPU cores)
+bench: $(VENV)/.installed
+	$(PY) -m launcher.main bench all
+
+# docs/REPRODUCTION.md: the papers' ablations at small scale (about 2 hours on 2 CPU cores with the
+# defaults; e.g. REPRODUCE_ARGS="--minutes-per-run 2 --gan-minutes 6" for a ~40-minute pass)
+REPRODUCE_ARGS ?=
+reproduce: $(VENV)/.installed
+	$(PY) -m launcher.main reproduce $(REPRODUCE_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -22,6 +22,20 @@ def squared_distances(images: torch.Tensor, samples: torch.Tensor) -> torch.Tens
     return ((images**2).sum(1, keepdim=True) + (samples**2).sum(1) - 2 * images @ samples.T).clamp_min(0)
 
 
+def nearest(samples: torch.Tensor, images: torch.Tensor, batch: int = 10_000) -> torch.Tensor:
+    """For each sample, the index of the nearest image (Euclidean, on flattened pixels): the paper's
+    Figure 2 shows it beside the samples, to show they are not memorised training images."""
+    samples = samples.flatten(1)
+    best = torch.full((len(samples),), float("inf"), dtype=torch.float64)
+    index = torch.zeros(len(samples), dtype=torch.long)
+    for start in range(0, len(images), batch):
+        distances = squared_distances(images[start : start + batch].flatten(1), samples)
+        closest, where = distances.min(0)
+        better = closest < best
+        best[better], index[better] = closest[better], where[better] + start
+    return index
+
+
 def parzen_log_likelihoods(
     images: torch.Tensor, samples: torch.Tensor, sigmas: list[float], batch_size: int = 200
 ) -> torch.Tensor:

@@ -16,6 +16,7 @@ from launcher.commands import (
     gan,
     prepare_wmt14,
     report,
+    reproduce,
     s2s,
     shard_images,
     shard_text,
@@ -36,6 +37,7 @@ JOBS = (
     bench,
     submit,
     report,
+    reproduce,
 )
 
 

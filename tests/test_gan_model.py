@@ -118,3 +118,11 @@ def test_classifier_augmentation_moves_each_image_by_whole_pixels_within_the_bou
     assert moved.sum() == 200 and rows.abs().max() == 2 and cols.abs().max() == 2
     assert len({(int(r), int(c)) for r, c in zip(rows, cols)}) == 25  # every shift in the 5×5 window occurs
     assert torch.equal(shifted(images, 0, torch.Generator()), images)
+
+
+def test_nearest_finds_each_samples_closest_image_across_batches():
+    from dist_train.gan_metrics import nearest
+
+    images = torch.rand(50, 1, 4, 4)
+    samples = images[[7, 42, 13]] + 0.01 * torch.randn(3, 1, 4, 4)
+    assert nearest(samples, images, batch=16).tolist() == [7, 42, 13]

@@ -89,13 +89,15 @@ def test_evaluate_gan_reports_parzen_fcd_and_coverage(mnist_5k_shards, mnist_tes
                       "--epochs", "1", "--out", classifier, "--no-progress")  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert json.loads(trained.stdout)["test_accuracy"] > 0.8
-    result = run_cli("evaluate-gan", "--checkpoint", tmp_path / "run", "--num-samples", "300",
-                     "--valid", mnist_5k_shards, "--test", mnist_test_shards, "--classifier", classifier)  # fmt: skip
+    result = run_cli("evaluate-gan", "--checkpoint", tmp_path / "run", "--num-samples", "300", "--valid",
+                     mnist_5k_shards, "--test", mnist_test_shards, "--classifier", classifier, "--train",
+                     mnist_5k_shards)  # fmt: skip
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"parzen_ll", "parzen_se", "parzen_sigma", "fcd", "class_coverage"} <= set(figures)
     assert 0 < figures["parzen_se"] < 50 and figures["fcd"] > 0 and 0 <= figures["class_coverage"] <= 1
     assert figures["num_samples"] == 300 and Image.open(figures["grid"]).size == (10 * 29 + 1, 10 * 29 + 1)
+    assert Image.open(figures["nearest_grid"]).size == (6 * 29 + 1, 6 * 29 + 1)  # 5 samples + the nearest image
     wrong = run_cli("evaluate-gan", "--checkpoint", tmp_path / "run" / "config.json", "--test", mnist_test_shards)
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
     report = run_cli("report", tmp_path / "run")  # the evaluation was recorded in the run directory

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -17,10 +21,12 @@ from dist_train.trainers.gan import GanConfig
 from dist_train.trainers.gan_bench import bench_gan
 from dist_train.trainers.s2s import S2SConfig
 from dist_train.trainers.s2s_bench import bench_pipeline, bench_s2s
+from launcher.commands import performance
+from launcher.commands.bench_scaling import ddp_scaling
 from launcher.commands.common import print_summary, say
 from launcher.commands.gan import mnist_shards
 from launcher.config import ConfigError, load_config, preset_file
-from launcher.paths import shards_home, shared_data
+from launcher.paths import PROJECT_ROOT, shards_home, shared_data
 
 NAME = "bench"
 TARGETS = ("data", "s2s", "pipeline", "gan", "all")
@@ -35,7 +41,8 @@ def add_parser(jobs) -> None:
         "DataLoader workers (tokens/s, source + target), read MNIST test (images/s); start-up included. "
         "s2s: the trainer's step on real batches (words/s, FLOPs, MFU). pipeline: the paper layout's cost. "
         "gan: the trainer's step (D and G updates) on real images (images/s). all: data, s2s small and "
-        "paper, gan paper-mnist and dcgan-32.",
+        "paper, the plain-PyTorch loop against ours, DDP scaling (1 and 2 processes), the paper layout's "
+        "pipeline, gan paper-mnist and dcgan-32; then writes --out (docs/PERFORMANCE.md) from their figures.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("target", choices=TARGETS, help="what to measure")
@@ -67,6 +74,12 @@ def add_parser(jobs) -> None:
         help="s2s: also profile as many steps again and report where a step's time goes "
         "(ms per step: lstm, softmax_and_loss, other matmuls, embedding, optimizer, ...)",
     )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=PROJECT_ROOT / "docs" / "PERFORMANCE.md",
+        help="all: the report to write (its figures go beside it, in performance.jsonl)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="s2s: config overrides, e.g. precision=bf16")
     p.set_defaults(run=run, parser=p)
 
@@ -80,6 +93,7 @@ def machine() -> dict:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 
@@ -94,25 +108,68 @@ def run(args: argparse.Namespace) -> int:
     data_root = args.data_root or shared_data()
     if not (data_root / "wmt14-en-fr").is_dir():
         args.parser.error(f"{data_root}: no wmt14-en-fr folder here; pass --data-root")
-    if args.target in ("data", "all"):
+    if args.target == "all":
+        return run_all(args, data_root)
+    if args.target == "data":
         run_data(args, data_root)
     if args.target == "pipeline":
         run_pipeline(args, data_root, args.preset or "paper")
-    if args.target in ("s2s", "all"):
-        for preset in [args.preset] if args.preset else (["small", "paper"] if args.target == "all" else ["small"]):
-            run_s2s(args, data_root, preset)
-    if args.target in ("gan", "all"):
-        for preset in [args.preset] if args.preset and args.target == "gan" else GAN_PRESETS:
+    if args.target == "s2s":
+        run_s2s(args, data_root, args.preset or "small")
+    if args.target == "gan":
+        for preset in [args.preset] if args.preset else GAN_PRESETS:
             run_gan(args, data_root, preset)
     return 0
 
 
-def run_data(args: argparse.Namespace, data_root: Path) -> None:
+def run_all(args: argparse.Namespace, data_root: Path) -> int:
+    """Every benchmark in one run, then docs/PERFORMANCE.md from their figures."""
+    started = time.monotonic()
+    results = [run_data(args, data_root)]
+    results += [run_s2s(args, data_root, preset) for preset in ("small", "paper")]
+    results.append(run_plain_loop(args, data_root))
+    results.append({**run_s2s(args, data_root, "small", PLAIN_MODEL), "bench": "s2s_same_as_plain"})
+    say("bench all: data-parallel scaling, 1 and 2 processes of the s2s job (small)")
+    results.append({"bench": "ddp_scaling", **ddp_scaling(giga_fren_shards(data_root)), **machine()})
+    results.append(run_pipeline(args, data_root, "paper"))
+    results += [run_gan(args, data_root, preset) for preset in GAN_PRESETS]
+    performance.write(
+        results, args.out, seconds=time.monotonic() - started, command="python -m launcher.main bench all"
+    )
+    say(f"bench all: wrote {args.out} in {(time.monotonic() - started) / 60:.1f} minutes")
+    return 0
+
+
+PLAIN_MODEL = ("model.attention=false", "model.copy=false")  # the paper's model: what the plain loop builds
+
+
+def run_plain_loop(args: argparse.Namespace, data_root: Path) -> dict:
+    """benchmarks/plain_s2s.py on the same batches as ``bench s2s --preset small`` with PLAIN_MODEL."""
+    data = args.data or giga_fren_shards(data_root)
+    command = [sys.executable, str(PROJECT_ROOT / "benchmarks" / "plain_s2s.py"), "--preset", "small"]
+    command += ["--data", str(data), "--warmup", str(args.warmup), *PLAIN_MODEL]
+    say("bench all: the plain PyTorch loop (benchmarks/plain_s2s.py), small, no attention")
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmarks/plain_s2s.py failed: {result.stderr.strip()[-2000:]}")
+    figures = {**json.loads(result.stdout.strip().splitlines()[-1]), **machine()}
+    print_summary(figures)
+    return figures
+
+
+def report(figures: dict) -> dict:
+    """Print a benchmark's JSON line, with the machine, and give it back."""
+    figures = {**figures, **machine()}
+    print_summary(figures)
+    return figures
+
+
+def run_data(args: argparse.Namespace, data_root: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         work_dir = args.work_dir or Path(tmp)
         say(f"bench data: sharding and reading under {work_dir}")
-        figures = bench_data(data_root, work_dir, workers=args.workers, min_seconds=args.seconds)
-    print_summary({"bench": "data", **figures, **machine()})
+        figures = {"bench": "data", **bench_data(data_root, work_dir, workers=args.workers, min_seconds=args.seconds)}
+    return report(figures)
 
 
 def giga_fren_shards(data_root: Path) -> Path:
@@ -125,18 +182,19 @@ def giga_fren_shards(data_root: Path) -> Path:
     return out
 
 
-def run_pipeline(args: argparse.Namespace, data_root: Path, preset: str) -> None:
+def run_pipeline(args: argparse.Namespace, data_root: Path, preset: str) -> dict:
     cfg = s2s_config(args, preset)
     data = args.data or giga_fren_shards(data_root)
     steps, chunk_len = args.steps or 3, args.chunk_len or 8
     say(f"bench pipeline: preset {preset}, plain against paper layout + wavefront (chunk {chunk_len}), {steps} steps")
     figures = bench_pipeline(cfg, data, steps=steps, chunk_len=chunk_len)
-    print_summary({"bench": "pipeline", "preset": preset, **figures, **machine()})
+    return report({"bench": "pipeline", "preset": preset, **figures})
 
 
-def s2s_config(args: argparse.Namespace, preset: str) -> S2SConfig:
+def s2s_config(args: argparse.Namespace, preset: str, extra: tuple[str, ...] = ()) -> S2SConfig:
     try:
-        cfg = load_config(S2SConfig, files=[preset_file("s2s", preset)], overrides=[*layout(args), *args.overrides])
+        overrides = [*layout(args), *args.overrides, *extra]
+        cfg = load_config(S2SConfig, files=[preset_file("s2s", preset)], overrides=overrides)
     except ConfigError as err:
         args.parser.error(str(err))
     if cfg.train.threads:
@@ -154,15 +212,15 @@ def layout(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def run_s2s(args: argparse.Namespace, data_root: Path, preset: str) -> None:
-    cfg = s2s_config(args, preset)
+def run_s2s(args: argparse.Namespace, data_root: Path, preset: str, extra: tuple[str, ...] = ()) -> dict:
+    cfg = s2s_config(args, preset, extra)
     data = args.data or giga_fren_shards(data_root)
     steps = args.steps or (3 if preset == "paper" else 10)
     threads = torch.get_num_threads()
     say(f"bench s2s: preset {preset}, {steps} timed steps after {args.warmup} warm-up, {threads} threads")
     with tempfile.TemporaryDirectory(prefix="bench-s2s-") as tmp:
         figures = bench_s2s(cfg, data, Path(tmp), steps=steps, warmup=args.warmup, profile=args.profile)
-    print_summary({"bench": "s2s", "preset": preset, **figures, **machine()})
+    return report({"bench": "s2s", "preset": preset, **figures})
 
 
 def gan_shards(preset: str, data_root: Path) -> Path:
@@ -178,7 +236,7 @@ def gan_shards(preset: str, data_root: Path) -> Path:
     return out
 
 
-def run_gan(args: argparse.Namespace, data_root: Path, preset: str) -> None:
+def run_gan(args: argparse.Namespace, data_root: Path, preset: str) -> dict:
     try:
         cfg = load_config(GanConfig, files=[preset_file("gan", preset)], overrides=args.overrides)
     except ConfigError as err:
@@ -193,4 +251,4 @@ def run_gan(args: argparse.Namespace, data_root: Path, preset: str) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bench-gan-") as tmp:
         figures = bench_gan(cfg, data, Path(tmp), steps=steps, warmup=args.warmup)
-    print_summary({"bench": "gan", "preset": preset, **figures, **machine()})
+    return report({"bench": "gan", "preset": preset, **figures})

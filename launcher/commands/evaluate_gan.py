@@ -6,10 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dist_train.checkpoint import load_checkpoint, newest_in
-from dist_train.gan_metrics import class_coverage, frechet_distance, parzen_score
+from dist_train.gan_metrics import class_coverage, frechet_distance, nearest, parzen_score
 from dist_train.models.gan import GanModelConfig, build_gan, sample_noise
 from dist_train.trainers.classifier import ClassifierConfig, images_of, load_classifier, pixels
 from dist_train.trainers.gan_samples import image_grid, save_png, to_uint8
@@ -43,6 +44,14 @@ def add_parser(jobs) -> None:
     p.add_argument("--classifier", type=Path, default=DEFAULT_PATH, help="for FCD and class coverage")
     p.add_argument("--no-ema", action="store_true", help="sample from the trained generator, not its EMA")
     p.add_argument("--grid", type=Path, default=None, help="default: <run dir>/samples/evaluate.png")
+    p.add_argument(
+        "--train",
+        type=Path,
+        default=None,
+        metavar="SHARD_DIR",
+        help="training images for the nearest-neighbour figure (the paper's Figure 2: each row's last column is "
+        "the training image nearest the sample beside it); default: MNIST's train split for MNIST-sized samples",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
     p.set_defaults(run=run, parser=p)
@@ -75,6 +84,20 @@ def classifier_figures(args, samples: torch.Tensor, test_images: torch.Tensor) -
     }
 
 
+def nearest_figure(samples: torch.Tensor, train_images: torch.Tensor, rows: int = 6, columns: int = 5) -> np.ndarray:
+    """The paper's Figure 2: ``rows`` rows of ``columns`` samples, each row ending with the training
+    image nearest its last sample."""
+    shown = samples[: rows * columns]
+    last = shown[columns - 1 :: columns]
+    closest = pixels(train_images[nearest(last, pixels(train_images))])
+    tiles = torch.cat([shown.view(rows, columns, *shown.shape[1:]), closest[:, None]], dim=1).flatten(0, 1)
+    return image_grid(to_uint8(tiles, (0.0, 1.0)), columns=columns + 1)
+
+
+def nearest_path(grid: Path) -> Path:
+    return grid.with_name(f"{grid.stem}-nearest{grid.suffix}")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.num_samples < 2:
         args.parser.error("--num-samples must be at least 2")
@@ -98,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
         figures.update(classifier_figures(args, samples, test_images))
     grid_path = args.grid or checkpoint.parent.parent / "samples" / "evaluate.png"
     save_png(image_grid(to_uint8(samples[:100], (0.0, 1.0))), grid_path)
+    train = args.train or (
+        mnist_shards("train", args.data_root, NAME) if tuple(samples.shape[1:]) == MNIST_SHAPE else None
+    )
+    if train is not None:
+        figures["nearest_grid"] = str(save_png(nearest_figure(samples, images_of(train)[0]), nearest_path(grid_path)))
     summary = {
         "job": NAME,
         "checkpoint": str(checkpoint),

@@ -1,0 +1,169 @@
+"""``reproduce``: the papers' claims re-run at small scale on the real data in ../shared/data, and
+docs/REPRODUCTION.md written from what those runs measured.
+
+s2s (Sutskever et al.): the paper's model (no attention, no copying) at the small preset's size,
+trained on the WMT'14 training sample (dev: newstest2013) for a fixed number of minutes per run:
+  * reversal: reversed against plain source order, 2 layers, every seed;
+  * depth: 1, 2 and 4 layers (reversed), every seed;
+  * beam 1, 2 and 12 on the first seed's 2-layer reversed model;
+  * an ensemble of the first two seeds' 2-layer reversed models against each alone.
+Tested on the first ``--test-sentences`` of newstest2014: perplexity and BLEU (beam 2 unless said).
+gan (Goodfellow et al.): paper-mnist for ``--gan-minutes``, then evaluate-gan: the Parzen estimate
+on the 10,000 test images, FCD, class coverage, the sample grid and the nearest training images.
+
+Every training run and evaluation is a subprocess of this launcher, kept under ``--work-dir``: what
+is done is reused, so an interrupted reproduce continues where it stopped (delete a run's folder to
+redo it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.commands import reproduction
+from launcher.commands.common import say
+from launcher.paths import PROJECT_ROOT
+
+NAME = "reproduce"
+PAPER_MODEL = ("--preset", "small", "model.attention=false", "model.copy=false")  # the paper's architecture
+DEPTHS = (1, 2, 4)
+BEAMS = (1, 2, 12)
+
+
+@dataclass(frozen=True)
+class Study:
+    minutes: float  # training minutes per s2s run
+    seeds: tuple[int, ...]
+    test_sentences: int
+    gan_minutes: float
+    classifier_epochs: int
+    work: Path
+    out: Path
+
+    def s2s_runs(self) -> dict[str, tuple[str, ...]]:
+        """Run name → its overrides: every depth reversed, and 2 layers in plain order, per seed."""
+        runs = {}
+        for seed in self.seeds:
+            for layers in DEPTHS:
+                runs[f"reversed-{layers}l-seed{seed}"] = (f"model.num_layers={layers}", "model.reverse_source=true")
+            runs[f"plain-2l-seed{seed}"] = ("model.num_layers=2", "model.reverse_source=false")
+        return {name: (*overrides, f"train.seed={name.rsplit('seed', 1)[1]}") for name, overrides in runs.items()}
+
+    def budget_minutes(self) -> float:
+        """What the study should take: training, plus ~40% for start-up, evaluation and the classifier."""
+        return 1.4 * (len(self.s2s_runs()) * self.minutes + self.gan_minutes) + 3 * self.classifier_epochs
+
+
+def add_parser(jobs) -> None:
+    p = jobs.add_parser(
+        NAME,
+        help="re-run the papers' claims at small scale and write docs/REPRODUCTION.md",
+        description=__doc__.split("\n\n")[0] + " Defaults take about 2 hours on 2 CPU cores; it prints its "
+        "budget first. Runs are kept in --work-dir and reused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--minutes-per-run", type=float, default=6.0, help="training minutes of each s2s run")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per s2s configuration (at least 2: the spread)")
+    p.add_argument("--test-sentences", type=int, default=1000, help="newstest2014 sentences tested (0: all 3003)")
+    p.add_argument("--gan-minutes", type=float, default=20.0, help="training minutes of the GAN")
+    p.add_argument("--classifier-epochs", type=int, default=3, help="the MNIST classifier behind FCD")
+    p.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "runs" / "reproduce")
+    p.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "REPRODUCTION.md")
+    p.set_defaults(run=run, parser=p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.seeds < 2 or args.minutes_per_run <= 0 or args.gan_minutes <= 0 or args.test_sentences < 0:
+        args.parser.error("--seeds must be at least 2, the minutes positive, --test-sentences >= 0")
+    study = Study(
+        minutes=args.minutes_per_run,
+        seeds=tuple(range(1, args.seeds + 1)),
+        test_sentences=args.test_sentences,
+        gan_minutes=args.gan_minutes,
+        classifier_epochs=args.classifier_epochs,
+        work=args.work_dir,
+        out=args.out,
+    )
+    started = time.monotonic()
+    say(
+        f"{NAME}: {len(study.s2s_runs())} s2s runs of {study.minutes:g} min, a GAN of {study.gan_minutes:g} min: "
+        f"about {study.budget_minutes():.0f} minutes; work in {study.work}"
+    )
+    results = {"s2s": train_s2s(study), "gan": train_gan(study)}
+    results["evaluations"] = evaluate_s2s(study)
+    reproduction.write(study, results, minutes=(time.monotonic() - started) / 60)
+    say(f"{NAME}: wrote {study.out} in {(time.monotonic() - started) / 60:.1f} minutes")
+    return 0
+
+
+def launcher_json(args: list[str], record: Path) -> dict:
+    """Run ``python -m launcher.main ARGS`` unless ``record`` holds its summary already; its output
+    goes to ``record``'s .log, its summary line to ``record``."""
+    if record.is_file():
+        return json.loads(record.read_text())
+    record.parent.mkdir(parents=True, exist_ok=True)
+    say(f"{NAME}: {' '.join(args[:3])} ... → {record.parent.name}/{record.name}")
+    with open(record.with_suffix(".log"), "w") as log:
+        result = subprocess.run(
+            [sys.executable, "-m", "launcher.main", *args],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    if result.returncode != 0:
+        raise SystemExit(
+            f"error: {' '.join(args[:2])} failed (exit {result.returncode}): see {record.with_suffix('.log')}"
+        )
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    record.write_text(json.dumps(summary) + "\n")
+    return summary
+
+
+def train_s2s(study: Study) -> dict[str, dict]:
+    runs = {}
+    for name, overrides in study.s2s_runs().items():
+        run_dir = study.work / "s2s" / name
+        args = ["s2s", *PAPER_MODEL, "--run-dir", str(run_dir), f"max_minutes={study.minutes}", "metrics.port=0"]
+        args += ["eval.every_steps=100", *overrides]
+        runs[name] = {**launcher_json(args, run_dir / "summary.json"), "run_dir": str(run_dir)}
+    return runs
+
+
+def evaluate(study: Study, name: str, checkpoints: list[str], beam: int) -> dict:
+    args = ["evaluate", "--beam", str(beam), "--limit", str(study.test_sentences), "--no-progress"]
+    for checkpoint in checkpoints:
+        args += ["--checkpoint", checkpoint]
+    return launcher_json(args, study.work / "evaluations" / f"{name}-beam{beam}.json")
+
+
+def evaluate_s2s(study: Study) -> dict[str, dict]:
+    """Every run at beam 2; the first seed's 2-layer reversed model at every beam; the ensemble."""
+    runs = {name: str(study.work / "s2s" / name) for name in study.s2s_runs()}
+    found = {name: evaluate(study, name, [run], 2) for name, run in runs.items()}
+    first, second = (f"reversed-2l-seed{seed}" for seed in study.seeds[:2])
+    for beam in BEAMS:
+        found[f"{first}-beam{beam}"] = evaluate(study, first, [runs[first]], beam)
+    found["ensemble"] = evaluate(study, "ensemble", [runs[first], runs[second]], 2)
+    return found
+
+
+def train_gan(study: Study) -> dict:
+    run_dir = study.work / "gan"
+    args = ["gan", "--preset", "paper-mnist", "--run-dir", str(run_dir), f"max_minutes={study.gan_minutes}"]
+    trained = launcher_json([*args, "metrics.port=0"], run_dir / "summary.json")
+    classifier = study.work / "classifier.pt"
+    accuracy = launcher_json(
+        ["train-classifier", "--epochs", str(study.classifier_epochs), "--out", str(classifier), "--no-progress"],
+        study.work / "classifier.json",
+    )
+    evaluated = launcher_json(
+        ["evaluate-gan", "--checkpoint", str(run_dir), "--classifier", str(classifier)], run_dir / "evaluation.json"
+    )
+    return {"training": trained, "classifier": accuracy, "evaluation": evaluated, "run_dir": str(run_dir)}

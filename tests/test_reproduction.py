@@ -1,0 +1,103 @@
+"""The study behind docs/REPRODUCTION.md and the report behind docs/PERFORMANCE.md: which runs the
+study makes, and that each document is built from the figures it is given (the figures themselves
+come from `reproduce` and `bench all`, run by hand: hours and tens of minutes)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_cli
+from PIL import Image
+
+from launcher.commands import performance, reproduction
+from launcher.commands.reproduce import Study
+
+
+def study(tmp_path, seeds=(1, 2)) -> Study:
+    return Study(minutes=2.0, seeds=seeds, test_sentences=50, gan_minutes=3.0, classifier_epochs=1,
+                 work=tmp_path / "work", out=tmp_path / "docs" / "REPRODUCTION.md")  # fmt: skip
+
+
+def test_the_study_runs_every_depth_reversed_and_two_layers_plain_for_every_seed(tmp_path):
+    runs = study(tmp_path).s2s_runs()
+    configs = ("reversed-1l", "reversed-2l", "reversed-4l", "plain-2l")
+    assert sorted(runs) == sorted(f"{config}-seed{seed}" for seed in (1, 2) for config in configs)
+    assert runs["plain-2l-seed2"] == ("model.num_layers=2", "model.reverse_source=false", "train.seed=2")
+    assert runs["reversed-4l-seed1"] == ("model.num_layers=4", "model.reverse_source=true", "train.seed=1")
+
+
+def test_one_seed_is_refused_there_is_no_spread(tmp_path):
+    result = run_cli("reproduce", "--seeds", "1", "--work-dir", tmp_path)
+    assert result.returncode == 2 and "--seeds must be at least 2" in result.stderr
+
+
+def fake_results(tmp_path, s: Study) -> dict:
+    runs, evaluations = {}, {}
+    for i, name in enumerate(s.s2s_runs()):
+        run_dir = tmp_path / "runs" / name
+        run_dir.mkdir(parents=True)
+        logged = [{"step": k * 10, "loss": 6.0 - k / 10, "dev_ppl": 300.0 - 10 * k - i} for k in range(1, 6)]
+        (run_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+        runs[name] = {"steps": 100 + i, "run_dir": str(run_dir)}
+        evaluations[name] = {"bleu": 1.0 + i, "perplexity": 100.0 - i, "num_sentences": 50, "translate_seconds": 3.0}
+    for beam in (1, 2, 12):
+        evaluations[f"reversed-2l-seed1-beam{beam}"] = {"bleu": 2.0 + beam / 10, "translate_seconds": float(beam)}
+    evaluations["ensemble"] = {"bleu": 9.87, "perplexity": 54.32}
+    images = []
+    for name in ("grid.png", "nearest.png"):
+        Image.new("L", (29, 29)).save(tmp_path / name)
+        images.append(str(tmp_path / name))
+    gan = {
+        "training": {"steps": 1234, "epochs": 2.5, "train_seconds": 180.0},
+        "classifier": {"test_accuracy": 0.9812},
+        "evaluation": {"parzen_ll": 111.1, "parzen_se": 2.2, "parzen_sigma": 0.2, "fcd": 77.7,
+                       "class_coverage": 0.9, "num_samples": 10000, "grid": images[0], "nearest_grid": images[1]},
+    }  # fmt: skip
+    return {"s2s": runs, "evaluations": evaluations, "gan": gan}
+
+
+def test_the_reproduction_document_is_built_from_the_study_figures(tmp_path):
+    s = study(tmp_path)
+    reproduction.write(s, fake_results(tmp_path, s), minutes=42.0)
+    text = s.out.read_text()
+    # the reversal rows: the mean over seeds and its range, beside the paper's figures
+    order = list(s.s2s_runs())
+    at = [order.index(f"plain-2l-seed{k}") for k in (1, 2)]  # fake_results: run i took 100 + i steps, ppl 100 - i
+    steps, ppl = [100 + i for i in at], [100.0 - i for i in at]
+    assert f"| plain | {sum(steps) / 2:.0f} ({min(steps)}–{max(steps)}) | {sum(ppl) / 2:.2f} ({min(ppl):.2f}–" in text
+    assert "ppl 5.8, BLEU 25.9 |" in text and "ppl 4.7, BLEU 30.6 |" in text
+    assert "| 12 | 3.20 | 12 |" in text and "| both (ensemble) | 9.87 | 54.32 |" in text
+    assert "| 111.1 ± 2.2 | 0.200 | 77.7 | 0.90 | 225 ± 2 |" in text
+    assert "in 42 minutes" in text and "0.9812" in text
+    figures = s.out.parent / "reproduction"
+    assert Image.open(figures / "s2s-dev.png").size[0] > 800
+    assert (figures / "gan-nearest.png").exists() and json.loads((figures / "results.json").read_text())["gan"]
+
+
+def test_the_performance_document_is_built_from_the_benchmark_figures(tmp_path):
+    machine = {"cpu_model": "Test CPU", "cpus": 2, "cpu_capability": "AVX2", "torch": "2.13.0", "gpu": None}
+    s2s = {"batch_size": 32, "vocab_sizes": [10000, 10000], "precision": "fp32", "threads": 2, "mfu": 0.5}
+    results = [
+        {"bench": "data", "read_tokens_per_s": {"1_workers": 1000, "2_workers": 1900}, "shard_workers": 2,
+         "read_pairs_per_s": {"1_workers": 40, "2_workers": 76}, "shard_pairs_per_s": 12.5, "shard_pairs": 400,
+         "read_images_per_s": 5000, **machine},
+        {"bench": "s2s", "preset": "small", "words_per_s": 4321.0, "step_time_s": 0.5, **s2s, **machine},
+        {"bench": "plain_pytorch_s2s", "preset": "small", "words_per_s": 2000.0, "step_time_s": 0.9, **machine},
+        {"bench": "s2s_same_as_plain", "preset": "small", "words_per_s": 3000.0, "step_time_s": 0.6, **s2s, **machine},
+        {"bench": "ddp_scaling", "preset": "small", "one_process_words_per_s": 1000.0, "steps": 40,
+         "two_processes_words_per_s": 1500.0, "speedup": 1.5, "efficiency": 0.75, **machine},
+        {"bench": "pipeline", "preset": "paper", "plain_step_s": 2.0, "pipelined_step_s": 2.2, "overhead": 0.1,
+         "chunk_len": 8, "devices": 8, **machine},
+        {"bench": "gan", "preset": "paper-mnist", "arch": "paper-mnist", "update_mode": "joint", "batch_size": 100,
+         "threads": 2, "images_per_s": 9876.0, "step_time_s": 0.0101, **machine},
+    ]  # fmt: skip
+    out = tmp_path / "docs" / "PERFORMANCE.md"
+    performance.write(results, out, seconds=600, command="python -m launcher.main bench all")
+    text = out.read_text()
+    assert "in 10.0 minutes" in text and "Test CPU, 2 CPUs (AVX2)" in text and "no GPU" in text
+    assert "| small | 32 | 10,000/10,000 | fp32 | 2 | 4,321 | 0.500 | 50.0% |" in text
+    assert "Ours / plain: **1.50×** words/s." in text
+    assert "| 2 × 1 | 1,500 | 1.50 | 75% |" in text and "+10.0%" in text
+    assert "| paper-mnist | paper-mnist | joint | 100 | 2 | 9,876 | 0.0101 |" in text
+    assert "| read, 2 workers | 1,900 | 76 |" in text
+    assert len((tmp_path / "docs" / "performance.jsonl").read_text().splitlines()) == len(results)

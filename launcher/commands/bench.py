@@ -127,10 +127,10 @@ def run_all(args: argparse.Namespace, data_root: Path) -> int:
     started = time.monotonic()
     results = [run_data(args, data_root)]
     results += [run_s2s(args, data_root, preset) for preset in ("small", "paper")]
-    results.append(run_plain_loop(args, data_root))
-    results.append({**run_s2s(args, data_root, "small", PLAIN_MODEL), "bench": "s2s_same_as_plain"})
+    results.append(run_plain_loop(args, data_root, steps=FLOOR_STEPS))
+    results.append({**run_s2s(args, data_root, "small", PLAIN_MODEL, steps=FLOOR_STEPS), "bench": "s2s_same_as_plain"})
     say("bench all: data-parallel scaling, 1 and 2 processes of the s2s job (small)")
-    results.append({"bench": "ddp_scaling", **ddp_scaling(giga_fren_shards(data_root)), **machine()})
+    results.append(report({"bench": "ddp_scaling", **ddp_scaling(giga_fren_shards(data_root))}))
     results.append(run_pipeline(args, data_root, "paper"))
     results += [run_gan(args, data_root, preset) for preset in GAN_PRESETS]
     performance.write(
@@ -141,13 +141,14 @@ def run_all(args: argparse.Namespace, data_root: Path) -> int:
 
 
 PLAIN_MODEL = ("model.attention=false", "model.copy=false")  # the paper's model: what the plain loop builds
+FLOOR_STEPS = 30  # timed steps of each side of the plain-loop comparison (more than bench s2s's 10: a ratio)
 
 
-def run_plain_loop(args: argparse.Namespace, data_root: Path) -> dict:
+def run_plain_loop(args: argparse.Namespace, data_root: Path, steps: int) -> dict:
     """benchmarks/plain_s2s.py on the same batches as ``bench s2s --preset small`` with PLAIN_MODEL."""
     data = args.data or giga_fren_shards(data_root)
     command = [sys.executable, str(PROJECT_ROOT / "benchmarks" / "plain_s2s.py"), "--preset", "small"]
-    command += ["--data", str(data), "--warmup", str(args.warmup), *PLAIN_MODEL]
+    command += ["--data", str(data), "--steps", str(steps), "--warmup", str(args.warmup), *PLAIN_MODEL]
     say("bench all: the plain PyTorch loop (benchmarks/plain_s2s.py), small, no attention")
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
     if result.returncode != 0:
@@ -212,10 +213,12 @@ def layout(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def run_s2s(args: argparse.Namespace, data_root: Path, preset: str, extra: tuple[str, ...] = ()) -> dict:
+def run_s2s(
+    args: argparse.Namespace, data_root: Path, preset: str, extra: tuple[str, ...] = (), steps: int = 0
+) -> dict:
     cfg = s2s_config(args, preset, extra)
     data = args.data or giga_fren_shards(data_root)
-    steps = args.steps or (3 if preset == "paper" else 10)
+    steps = steps or args.steps or (3 if preset == "paper" else 10)
     threads = torch.get_num_threads()
     say(f"bench s2s: preset {preset}, {steps} timed steps after {args.warmup} warm-up, {threads} threads")
     with tempfile.TemporaryDirectory(prefix="bench-s2s-") as tmp:

@@ -80,7 +80,8 @@ def floor_table(plain: dict, ours: dict) -> list[str]:
         "## Against a plain PyTorch loop",
         "",
         "The floor to beat: the paper's model (small preset without attention or copying) as the loop a user",
-        "writes in an afternoon, on the same shards, reader, vocabulary and threads.",
+        f"writes in an afternoon, on the same shards, reader, vocabulary and threads; {plain['steps']} timed steps",
+        "each after warm-up, each in its own process.",
         "",
         *table(["", "words/s", "step (s)"], rows),
         f"Ours / plain: **{ours['words_per_s'] / plain['words_per_s']:.2f}×** words/s.",
@@ -135,7 +136,7 @@ def gan_table(runs: list[dict]) -> list[str]:
 
 def reader_table(d: dict) -> list[str]:
     tokens = d["read_tokens_per_s"]
-    rows = [[f"read, {k.replace('_', ' ')}", f"{v:,}", f"{d['read_pairs_per_s'][k]:,}"] for k, v in tokens.items()]
+    rows = [[f"read, {worker_count(k)}", f"{v:,}", f"{d['read_pairs_per_s'][k]:,}"] for k, v in tokens.items()]
     rows.append([f"shard (tokenize + write), {d['shard_workers']} workers", "", f"{d['shard_pairs_per_s']:,.0f}"])
     return [
         "## Data",
@@ -146,6 +147,12 @@ def reader_table(d: dict) -> list[str]:
         "",
         *table(["", "tokens/s", "pairs/s"], rows),
     ]
+
+
+def worker_count(key: str) -> str:
+    """``"1_workers"`` → ``"1 worker"``."""
+    count = int(key.split("_")[0])
+    return f"{count} worker{'s' if count != 1 else ''}"
 
 
 def write(results: list[dict], out: Path, *, seconds: float, command: str) -> None:

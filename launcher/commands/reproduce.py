@@ -131,7 +131,7 @@ def train_s2s(study: Study) -> dict[str, dict]:
     for name, overrides in study.s2s_runs().items():
         run_dir = study.work / "s2s" / name
         args = ["s2s", *PAPER_MODEL, "--run-dir", str(run_dir), f"max_minutes={study.minutes}", "metrics.port=0"]
-        args += ["eval.every_steps=100", *overrides]
+        args += ["eval.every_steps=200", *overrides]
         runs[name] = {**launcher_json(args, run_dir / "summary.json"), "run_dir": str(run_dir)}
     return runs
 

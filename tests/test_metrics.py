@@ -13,7 +13,7 @@ from local_cluster import config_for_test, install_or_skip, poll, prometheus_que
 
 from data_shards.errors import DataError
 from dist_train.distributed import Topology
-from dist_train.metrics import MetricsConfig, PrometheusSink
+from dist_train.metrics import MetricsConfig, ProgressBarSink, PrometheusSink
 from dist_train.metrics.prometheus import TARGETS_FILE, targets_files
 from dist_train.trainers.gan import GanStep
 from launcher.paths import PROJECT_ROOT
@@ -43,16 +43,27 @@ def test_steps_are_counted_and_timed():
     step = {"source_words": 100, "target_words": 120, "samples": 4, "loss": 2.5, "learning_rate": 0.7}
     phases = {"data_wait": 0.01, "compute": 0.2, "communication": 0.003, "step": 0.213}
     sink.observe_step(1, step, phases)
-    sink.observe_step(2, {**step, "loss": 2.0, "skipped_steps": 1}, phases)
+    sink.observe_step(2, {**step, "loss": 2.0, "skipped_steps": 1, "corrupt_samples": 3}, phases)
     assert value(sink, "dist_train_source_words_total") == 200
     assert value(sink, "dist_train_target_words_total") == 240
     assert value(sink, "dist_train_samples_total") == 8
     assert value(sink, "dist_train_steps_total") == 2
     assert value(sink, "dist_train_skipped_steps_total") == 1
+    assert value(sink, "dist_train_corrupt_samples_total") == 3
     assert value(sink, "dist_train_loss") == 2.0 and value(sink, "dist_train_learning_rate") == 0.7
     assert value(sink, "dist_train_step_seconds_count") == 2
     assert value(sink, "dist_train_step_phase_seconds_sum", phase="compute") == pytest.approx(0.4)
     assert value(sink, "dist_train_memory_bytes", kind="rss") > 10e6
+
+
+def test_without_a_terminal_the_progress_bar_prints_plain_lines(capsys):
+    bar = ProgressBarSink(total=30, initial=0, shown={"loss": "{:.2f}"}, desc="s2s", every_s=0.0)
+    for step in (10, 20, 30):
+        bar.write(step, {"loss": 5.0 - step / 10})
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [re.match(r"s2s: +(\d+)%", line).group(1) for line in lines] == ["33", "67", "100"]
+    assert "\r" not in "".join(lines) and lines[-1].endswith("loss=2.00]")
 
 
 def test_gan_steps_export_images_and_both_losses():

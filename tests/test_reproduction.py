@@ -58,7 +58,10 @@ def fake_results(tmp_path, s: Study) -> dict:
 
 def test_the_reproduction_document_is_built_from_the_study_figures(tmp_path):
     s = study(tmp_path)
-    reproduction.write(s, fake_results(tmp_path, s), minutes=42.0)
+    results = fake_results(tmp_path, s)
+    for i, summary in enumerate(reproduction.records(results)[:6]):
+        summary["study_seconds"] = 60.0 * (i + 1)  # 1 + 2 + ... + 6 minutes
+    reproduction.write(s, results)
     text = s.out.read_text()
     # the reversal rows: the mean over seeds and its range, beside the paper's figures
     order = list(s.s2s_runs())
@@ -68,7 +71,8 @@ def test_the_reproduction_document_is_built_from_the_study_figures(tmp_path):
     assert "ppl 5.8, BLEU 25.9 |" in text and "ppl 4.7, BLEU 30.6 |" in text
     assert "| 12 | 3.20 | 12 |" in text and "| both (ensemble) | 9.87 | 54.32 |" in text
     assert "| 111.1 ± 2.2 | 0.200 | 77.7 | 0.90 | 225 ± 2 |" in text
-    assert "in 42 minutes" in text and "0.9812" in text
+    assert "its 6 runs and evaluations took 21 minutes" in text and "0.9812" in text
+    assert "no model has learned to translate yet" not in text  # fake_results' BLEU reaches 8
     figures = s.out.parent / "reproduction"
     assert Image.open(figures / "s2s-dev.png").size[0] > 800
     assert (figures / "gan-nearest.png").exists() and json.loads((figures / "results.json").read_text())["gan"]
@@ -82,7 +86,8 @@ def test_the_performance_document_is_built_from_the_benchmark_figures(tmp_path):
          "read_pairs_per_s": {"1_workers": 40, "2_workers": 76}, "shard_pairs_per_s": 12.5, "shard_pairs": 400,
          "read_images_per_s": 5000, **machine},
         {"bench": "s2s", "preset": "small", "words_per_s": 4321.0, "step_time_s": 0.5, **s2s, **machine},
-        {"bench": "plain_pytorch_s2s", "preset": "small", "words_per_s": 2000.0, "step_time_s": 0.9, **machine},
+        {"bench": "plain_pytorch_s2s", "preset": "small", "words_per_s": 2000.0, "step_time_s": 0.9, "steps": 30,
+         **machine},
         {"bench": "s2s_same_as_plain", "preset": "small", "words_per_s": 3000.0, "step_time_s": 0.6, **s2s, **machine},
         {"bench": "ddp_scaling", "preset": "small", "one_process_words_per_s": 1000.0, "steps": 40,
          "two_processes_words_per_s": 1500.0, "speedup": 1.5, "efficiency": 0.75, **machine},
@@ -99,5 +104,15 @@ def test_the_performance_document_is_built_from_the_benchmark_figures(tmp_path):
     assert "Ours / plain: **1.50×** words/s." in text
     assert "| 2 × 1 | 1,500 | 1.50 | 75% |" in text and "+10.0%" in text
     assert "| paper-mnist | paper-mnist | joint | 100 | 2 | 9,876 | 0.0101 |" in text
-    assert "| read, 2 workers | 1,900 | 76 |" in text
+    assert "| read, 2 workers | 1,900 | 76 |" in text and "| read, 1 worker | 1,000 | 40 |" in text
+    assert "30 timed steps" in text
     assert len((tmp_path / "docs" / "performance.jsonl").read_text().splitlines()) == len(results)
+
+
+def test_a_budget_too_small_to_translate_is_said_plainly(tmp_path):
+    s = study(tmp_path)
+    results = fake_results(tmp_path, s)
+    for found in results["evaluations"].values():
+        found["bleu"] = 0.05
+    reproduction.write(s, results)
+    assert "At 2 minutes per run no model has learned to translate yet" in s.out.read_text()

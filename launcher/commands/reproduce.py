@@ -97,31 +97,25 @@ def run(args: argparse.Namespace) -> int:
     )
     results = {"s2s": train_s2s(study), "gan": train_gan(study)}
     results["evaluations"] = evaluate_s2s(study)
-    reproduction.write(study, results, minutes=(time.monotonic() - started) / 60)
-    say(f"{NAME}: wrote {study.out} in {(time.monotonic() - started) / 60:.1f} minutes")
+    reproduction.write(study, results)
+    say(f"{NAME}: wrote {study.out}; this invocation took {(time.monotonic() - started) / 60:.1f} minutes")
     return 0
 
 
 def launcher_json(args: list[str], record: Path) -> dict:
     """Run ``python -m launcher.main ARGS`` unless ``record`` holds its summary already; its output
-    goes to ``record``'s .log, its summary line to ``record``."""
+    goes to ``record``'s .log, its summary line (with ``study_seconds``, how long it took) to ``record``."""
     if record.is_file():
         return json.loads(record.read_text())
     record.parent.mkdir(parents=True, exist_ok=True)
     say(f"{NAME}: {' '.join(args[:3])} ... → {record.parent.name}/{record.name}")
-    with open(record.with_suffix(".log"), "w") as log:
-        result = subprocess.run(
-            [sys.executable, "-m", "launcher.main", *args],
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
+    started, log_file = time.monotonic(), record.with_suffix(".log")
+    with open(log_file, "w") as log:
+        command = [sys.executable, "-m", "launcher.main", *args]
+        result = subprocess.run(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
     if result.returncode != 0:
-        raise SystemExit(
-            f"error: {' '.join(args[:2])} failed (exit {result.returncode}): see {record.with_suffix('.log')}"
-        )
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"error: {' '.join(args[:2])} failed (exit {result.returncode}): see {log_file}")
+    summary = {**json.loads(result.stdout.strip().splitlines()[-1]), "study_seconds": time.monotonic() - started}
     record.write_text(json.dumps(summary) + "\n")
     return summary
 

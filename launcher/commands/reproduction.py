@@ -69,6 +69,18 @@ def s2s_section(study, results: dict, figures: Path) -> list[str]:
         ],
         "",
         *untrained_caveat(study, bleu),
+        *depth_table(steps, ppl, bleu),
+        *beam_and_ensemble_tables(study, evaluations),
+        "![dev perplexity](reproduction/s2s-dev.png)",
+        "",
+    ]
+    curves(study, runs, figures / "s2s-dev.png")
+    return lines
+
+
+def depth_table(steps: dict, ppl: dict, bleu: dict) -> list[str]:
+    """1, 2 and 4 layers (reversed), with the perplexity change per layer added."""
+    lines = [
         "### Depth",
         "",
         "| layers | steps | test perplexity | change per layer added | test BLEU |",
@@ -76,28 +88,32 @@ def s2s_section(study, results: dict, figures: Path) -> list[str]:
     ]
     previous = None
     for layers in (1, 2, 4):
-        mean = statistics.mean(ppl[f"reversed-{layers}l"])
+        config = f"reversed-{layers}l"
+        mean = statistics.mean(ppl[config])
         change = "" if previous is None else f"{(mean / previous[1]) ** (1 / (layers - previous[0])) - 1:+.1%}"
         lines.append(
-            f"| {layers} | {spread(steps[f'reversed-{layers}l'], 0)} | {spread(ppl[f'reversed-{layers}l'])} | "
-            f"{change} | {spread(bleu[f'reversed-{layers}l'])} |"
+            f"| {layers} | {spread(steps[config], 0)} | {spread(ppl[config])} | {change} | {spread(bleu[config])} |"
         )
         previous = (layers, mean)
+    return [*lines, "", f"Paper: {PAPER['depth']} (4 layers of 1000 cells, 12M sentence pairs).", ""]
+
+
+def beam_and_ensemble_tables(study, evaluations: dict) -> list[str]:
+    """Beams 1, 2, 12 on the first seed's 2-layer reversed model; that model and the second seed's together."""
     first, second = (f"reversed-2l-seed{seed}" for seed in study.seeds[:2])
-    lines += ["", f"Paper: {PAPER['depth']} (4 layers of 1000 cells, 12M sentence pairs).", "", "### Beam size", ""]
-    lines += ["| beam | test BLEU | decoding seconds |", "|---|---|---|"]
+    lines = ["### Beam size", "", "| beam | test BLEU | decoding seconds |", "|---|---|---|"]
     for beam in (1, 2, 12):
         found = evaluations[f"{first}-beam{beam}"]
         lines.append(f"| {beam} | {found['bleu']:.2f} | {found['translate_seconds']:.0f} |")
     lines += ["", f"One checkpoint ({first}). Paper: {PAPER['beam']}.", "", "### Ensemble", ""]
     lines += ["| models | test BLEU | test perplexity |", "|---|---|---|"]
-    for label, found in ((first, evaluations[first]), (second, evaluations[second])):
+    for label, found in (
+        (first, evaluations[first]),
+        (second, evaluations[second]),
+        ("both (ensemble)", evaluations["ensemble"]),
+    ):
         lines.append(f"| {label} | {found['bleu']:.2f} | {found['perplexity']:.2f} |")
-    ensemble = evaluations["ensemble"]
-    lines += [f"| both (ensemble) | {ensemble['bleu']:.2f} | {ensemble['perplexity']:.2f} |", ""]
-    lines += [f"Beam 2. Paper (BLEU): {PAPER['ensemble']}.", "", "![dev perplexity](reproduction/s2s-dev.png)", ""]
-    curves(study, runs, figures / "s2s-dev.png")
-    return lines
+    return [*lines, "", f"Beam 2. Paper (BLEU): {PAPER['ensemble']}.", ""]
 
 
 def untrained_caveat(study, bleu: dict[str, list[float]]) -> list[str]:

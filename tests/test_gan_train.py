@@ -97,7 +97,9 @@ def test_evaluate_gan_reports_parzen_fcd_and_coverage(mnist_5k_shards, mnist_tes
     assert {"parzen_ll", "parzen_se", "parzen_sigma", "fcd", "class_coverage"} <= set(figures)
     assert 0 < figures["parzen_se"] < 50 and figures["fcd"] > 0 and 0 <= figures["class_coverage"] <= 1
     assert figures["num_samples"] == 300 and Image.open(figures["grid"]).size == (10 * 29 + 1, 10 * 29 + 1)
-    assert Image.open(figures["nearest_grid"]).size == (6 * 29 + 1, 6 * 29 + 1)  # 5 samples + the nearest image
+    drawn = Image.open(figures["nearest_grid"])
+    assert drawn.size == (6 * 29 + 1, 6 * 29 + 1)  # 5 samples + the nearest image
+    assert drawn.getpixel((5 * 29, 10)) == (255, 210, 0) and drawn.getpixel((4 * 29, 10)) == (255, 255, 255)
     wrong = run_cli("evaluate-gan", "--checkpoint", tmp_path / "run" / "config.json", "--test", mnist_test_shards)
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
     report = run_cli("report", tmp_path / "run")  # the evaluation was recorded in the run directory

@@ -14,8 +14,8 @@ from launcher.commands.reproduce import Study
 
 
 def study(tmp_path, seeds=(1, 2)) -> Study:
-    return Study(minutes=2.0, seeds=seeds, test_sentences=50, gan_minutes=3.0, classifier_epochs=1,
-                 work=tmp_path / "work", out=tmp_path / "docs" / "REPRODUCTION.md")  # fmt: skip
+    return Study(minutes=2.0, architecture="small", seeds=seeds, test_sentences=50, gan_minutes=3.0,
+                 classifier_epochs=1, work=tmp_path / "work", out=tmp_path / "docs" / "REPRODUCTION.md")  # fmt: skip
 
 
 def test_the_study_runs_every_depth_reversed_and_two_layers_plain_for_every_seed(tmp_path):
@@ -29,6 +29,13 @@ def test_the_study_runs_every_depth_reversed_and_two_layers_plain_for_every_seed
 def test_one_seed_is_refused_there_is_no_spread(tmp_path):
     result = run_cli("reproduce", "--seeds", "1", "--work-dir", tmp_path)
     assert result.returncode == 2 and "--seeds must be at least 2" in result.stderr
+
+
+def test_a_work_dir_holds_one_study_other_settings_are_refused(tmp_path):
+    assert study(tmp_path).claim_work_dir() == "" and study(tmp_path).claim_work_dir() == ""
+    result = run_cli("reproduce", "--work-dir", tmp_path / "work", "--architecture", "paper")
+    assert result.returncode == 2 and "architecture small here, paper asked" in result.stderr
+    assert "minutes 2.0 here, 5.0 asked" in result.stderr
 
 
 def fake_results(tmp_path, s: Study) -> dict:
@@ -73,6 +80,11 @@ def test_the_reproduction_document_is_built_from_the_study_figures(tmp_path):
     assert "| 111.1 ± 2.2 | 0.200 | 77.7 | 0.90 | 225 ± 2 |" in text
     assert "its 6 runs and evaluations took 21 minutes" in text and "0.9812" in text
     assert "no model has learned to translate yet" not in text  # fake_results' BLEU reaches 8
+    # depth at equal steps: every run logged dev_ppl at steps 10..50, run i at step 50: 250 - i
+    at = [order.index(f"reversed-4l-seed{k}") for k in (1, 2)]
+    dev = [250.0 - i for i in at]
+    assert "dev perplexity at step 50 |" in text and f"| {sum(dev) / 2:.2f} ({min(dev):.2f}–{max(dev):.2f}) |" in text
+    assert "--architecture small" in text and "Luong attention" in text
     figures = s.out.parent / "reproduction"
     assert Image.open(figures / "s2s-dev.png").size[0] > 800
     assert (figures / "gan-nearest.png").exists() and json.loads((figures / "results.json").read_text())["gan"]

@@ -84,14 +84,28 @@ def classifier_figures(args, samples: torch.Tensor, test_images: torch.Tensor) -
     }
 
 
+YELLOW = (255, 210, 0)
+
+
 def nearest_figure(samples: torch.Tensor, train_images: torch.Tensor, rows: int = 6, columns: int = 5) -> np.ndarray:
     """The paper's Figure 2: ``rows`` rows of ``columns`` samples, each row ending with the training
-    image nearest its last sample."""
+    image nearest its last sample, that column outlined in yellow (RGB)."""
     shown = samples[: rows * columns]
     last = shown[columns - 1 :: columns]
     closest = pixels(train_images[nearest(last, pixels(train_images))])
     tiles = torch.cat([shown.view(rows, columns, *shown.shape[1:]), closest[:, None]], dim=1).flatten(0, 1)
-    return image_grid(to_uint8(tiles, (0.0, 1.0)), columns=columns + 1)
+    grid = image_grid(to_uint8(tiles, (0.0, 1.0)), columns=columns + 1)
+    return outline_last_column(grid, tile=tiles.shape[-1] + 1, rows=rows)
+
+
+def outline_last_column(grid: np.ndarray, tile: int, rows: int) -> np.ndarray:
+    """``grid`` (from image_grid, 1-pixel borders, tiles ``tile`` apart) in RGB with the borders of its
+    last column yellow."""
+    rgb = np.repeat(grid, 3, axis=2) if grid.shape[-1] == 1 else grid.copy()
+    left, right = rgb.shape[1] - 1 - tile, rgb.shape[1] - 1
+    rgb[:, [left, right]] = YELLOW
+    rgb[np.arange(rows + 1) * tile, left : right + 1] = YELLOW
+    return rgb
 
 
 def nearest_path(grid: Path) -> Path:

@@ -40,6 +40,40 @@ def by_config(study, evaluations: dict, key: str) -> dict[str, list[float]]:
     return grouped
 
 
+MODEL_TEXT = {  # what each --architecture trains, said before the tables
+    "small": [
+        "The `small` preset: 2 layers of 256 cells, 10k-word vocabularies, Adam, with Luong attention and",
+        "copying (a pointer-generator), which the paper's model did not have: with them a few CPU-minutes give",
+        "a model that translates, so BLEU, beam and ensemble effects can show at all. Attention also links",
+        "each target word to its source words directly, the short-range dependency that reversing the",
+        "source was introduced to create, so reversal should matter less here than in the paper.",
+        "(`--architecture paper` runs the same study on the paper's model: no BLEU within minutes.)",
+    ],
+    "paper": [
+        "The paper's model (no attention, no copying) at the `small` preset's size: 2 layers of 256 cells,",
+        "10k-word vocabularies, Adam. Within minutes on a CPU it does not learn to translate (BLEU ~0);",
+        "perplexity is the figure that carries the effects.",
+    ],
+}
+
+
+def dev_at_equal_steps(study, runs: dict) -> tuple[int, dict[str, list[float]]] | None:
+    """The dev perplexity of every depth's runs at the last evaluated step that all of them reached."""
+    logged = {}
+    for name, summary in runs.items():
+        if config_of(name).startswith("reversed-"):
+            found = read_jsonl(Path(summary["run_dir"]) / "train.jsonl")
+            logged[name] = {r["step"]: r["dev_ppl"] for r in found if "dev_ppl" in r}
+    common = set.intersection(*(set(steps) for steps in logged.values())) if logged else set()
+    if not common:
+        return None
+    step = max(common)
+    grouped: dict[str, list[float]] = {}
+    for name, at in logged.items():
+        grouped.setdefault(config_of(name), []).append(at[step])
+    return step, grouped
+
+
 def s2s_section(study, results: dict, figures: Path) -> list[str]:
     evaluations, runs = results["evaluations"], results["s2s"]
     ppl, bleu = by_config(study, evaluations, "perplexity"), by_config(study, evaluations, "bleu")
@@ -52,8 +86,8 @@ def s2s_section(study, results: dict, figures: Path) -> list[str]:
     lines = [
         "## Sequence to sequence (Sutskever et al., 2014)",
         "",
-        "The paper's model (no attention) at the `small` preset's size (256 cells, 10k-word vocabularies),",
-        f"trained {study.minutes:g} minutes per run on the WMT'14 training sample (newstest2008–2011, the",
+        *MODEL_TEXT[study.architecture],
+        f"Each run trains {study.minutes:g} minutes on the WMT'14 training sample (newstest2008–2011, the",
         "Europarl and giga-fren heads; dev newstest2013), seeds " + seeds + ". Test: perplexity and BLEU",
         f"(sacreBLEU, detokenized, beam 2 unless said) on the first {n} sentences of newstest2014.",
         "Figures are the mean over seeds with (min–max).",
@@ -69,7 +103,7 @@ def s2s_section(study, results: dict, figures: Path) -> list[str]:
         ],
         "",
         *untrained_caveat(study, bleu),
-        *depth_table(steps, ppl, bleu),
+        *depth_table(steps, ppl, bleu, dev_at_equal_steps(study, runs)),
         *beam_and_ensemble_tables(study, evaluations),
         "![dev perplexity](reproduction/s2s-dev.png)",
         "",
@@ -78,24 +112,35 @@ def s2s_section(study, results: dict, figures: Path) -> list[str]:
     return lines
 
 
-def depth_table(steps: dict, ppl: dict, bleu: dict) -> list[str]:
-    """1, 2 and 4 layers (reversed), with the perplexity change per layer added."""
+def depth_table(steps: dict, ppl: dict, bleu: dict, equal_steps: tuple | None) -> list[str]:
+    """1, 2 and 4 layers (reversed): at equal minutes (test) and, where the logs allow, at equal steps (dev)."""
+    at = f"dev perplexity at step {equal_steps[0]:,}" if equal_steps else "dev perplexity at equal steps"
     lines = [
         "### Depth",
         "",
-        "| layers | steps | test perplexity | change per layer added | test BLEU |",
-        "|---|---|---|---|---|",
+        f"| layers | steps | test perplexity | change per layer added | test BLEU | {at} |",
+        "|---|---|---|---|---|---|",
     ]
     previous = None
     for layers in (1, 2, 4):
         config = f"reversed-{layers}l"
         mean = statistics.mean(ppl[config])
         change = "" if previous is None else f"{(mean / previous[1]) ** (1 / (layers - previous[0])) - 1:+.1%}"
+        dev = spread(equal_steps[1][config]) if equal_steps else "not logged"
         lines.append(
-            f"| {layers} | {spread(steps[config], 0)} | {spread(ppl[config])} | {change} | {spread(bleu[config])} |"
+            f"| {layers} | {spread(steps[config], 0)} | {spread(ppl[config])} | {change} | {spread(bleu[config])} "
+            f"| {dev} |"
         )
         previous = (layers, mean)
-    return [*lines, "", f"Paper: {PAPER['depth']} (4 layers of 1000 cells, 12M sentence pairs).", ""]
+    return [
+        *lines,
+        "",
+        "Equal minutes give a deeper model fewer steps; the last column compares the depths after the same",
+        "number of updates (the dev set is evaluated every 200 steps; learning-rate decay is planned per run",
+        "from its own speed, so at equal steps the shallower runs are further from their decay).",
+        f"Paper: {PAPER['depth']} (4 layers of 1000 cells, 12M sentence pairs).",
+        "",
+    ]
 
 
 def beam_and_ensemble_tables(study, evaluations: dict) -> list[str]:
@@ -124,7 +169,7 @@ def untrained_caveat(study, bleu: dict[str, list[float]]) -> list[str]:
         f"**At {study.minutes:g} minutes per run no model has learned to translate yet (every BLEU is below 1):",
         "the BLEU, beam and ensemble figures below are noise, not the paper's effects; test perplexity is the",
         "only signal left, and it favours whatever takes the most steps. Run with a larger",
-        "`--minutes-per-run` (the default 6, or more) for figures that can show the effects.**",
+        "`--minutes-per-run`, or `--architecture small`, for figures that can show the effects.**",
         "",
     ]
 
@@ -172,6 +217,8 @@ HONESTY = """\
   vocabularies and 256 cells, so absolute perplexity and BLEU are far from the paper's and are not
   comparable. What carries over is the direction and rough size of each effect at equal budget:
   whether reversing helps, whether depth helps, how much beam and ensembles add.
+- The `small` model has attention and copying, the paper's has neither; they are what lets a model
+  translate within minutes here, and they change what reversal can add (see above).
 - Equal minutes is not equal updates: a deeper model takes fewer steps in the same time (the steps
   column says how many), which works against depth here more than in the paper.
 - The spread over seeds is shown for every ablation; with two seeds it is a range, not an interval.
@@ -199,7 +246,8 @@ def write(study, results: dict) -> None:
     lines = [
         "# Reproduction",
         "",
-        f"Generated by `python -m launcher.main reproduce --minutes-per-run {study.minutes:g} --seeds "
+        f"Generated by `python -m launcher.main reproduce --architecture {study.architecture} "
+        f"--minutes-per-run {study.minutes:g} --seeds "
         f"{len(study.seeds)} --test-sentences {study.test_sentences} --gan-minutes {study.gan_minutes:g} "
         f"--classifier-epochs {study.classifier_epochs}` on {time.strftime('%Y-%m-%d', time.gmtime())}; its "
         f"{len(timed)} runs and evaluations took {sum(timed) / 60:.0f} minutes (the budget it printed: "

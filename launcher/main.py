@@ -6,6 +6,7 @@ Every job prints progress to stderr and ends its stdout with one JSON summary li
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from data_shards.errors import DataError
@@ -47,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distributed training of the 2014 seq2seq LSTM (WMT'14 en→fr) and GAN (MNIST) papers.",
         epilog="Run 'python -m launcher.main JOB --help' for a job's options.",
     )
+    parser.add_argument(
+        "--local_rank",
+        "--local-rank",
+        type=int,
+        default=None,
+        help="as $LOCAL_RANK: DeepSpeed's launcher (deepspeed --num_gpus N --module launcher.main JOB ...) and "
+        "torch.distributed.launch pass it before the job",
+    )
     jobs = parser.add_subparsers(dest="job", required=True, metavar="JOB", title="jobs")
     for job in JOBS:
         job.add_parser(jobs)
@@ -64,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     try:
         return args.run(args)
     except (DataError, PeerError) as err:

@@ -4,9 +4,12 @@ processes, and exact resume, including each replica's ZeRO partition of the opti
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from conftest import ONE_NODE, finished, losses, tiny_cli, torchrun
+from conftest import ONE_NODE, finished, free_port, losses, tiny_cli, torchrun
 
 from data_shards.errors import DataError
 from dist_train.checkpoint import load_checkpoint
@@ -115,10 +118,15 @@ def test_deepspeed_engine_stops_and_resumes_exactly(newstest_small_shards, tmp_p
     assert [resumed[s] for s in range(4, 9)] == [straight[s] for s in range(4, 9)]
 
 
-def test_deepspeed_launchers_local_rank_flag_is_accepted(newstest_small_shards, tmp_path):
-    """``deepspeed --num_gpus N`` appends ``--local_rank=R`` to the job's arguments."""
-    result = tiny_cli(
-        newstest_small_shards, tmp_path / "run", "max_steps=1", "parallel.engine=deepspeed", "--local_rank=0"
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout.splitlines()[-1])["steps"] == 1
+def test_a_job_starts_under_deepspeeds_own_launcher(newstest_small_shards, tmp_path):
+    """``deepspeed --num_gpus N --module launcher.main JOB ...`` starts N processes with ``--local_rank=R``
+    put before the job's name; they form one data-parallel job."""
+    launcher = Path(sys.executable).with_name("deepspeed")
+    command = [str(launcher), "--num_gpus", "2", "--master_port", str(free_port()), "--module", "launcher.main",
+               "s2s", "--preset", "tiny", "--data", str(newstest_small_shards), "--run-dir", str(tmp_path / "run"),
+               "max_steps=4", "threads=1", "metrics.port=0", "parallel.engine=deepspeed"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ours = [line for line in result.stdout.splitlines() if line.startswith("{")]  # the launcher logs to stdout too
+    assert json.loads(ours[-1])["steps"] == 4 and json.loads(ours[-1])["replicas_in_sync"] is True
+    assert "s2s: 2 replica(s)" in result.stderr

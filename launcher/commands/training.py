@@ -56,13 +56,6 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str, *, 
         metavar="auto|never|PATH",
         help="auto: the newest complete checkpoint in the run directory, if any",
     )
-    p.add_argument(
-        "--local_rank",
-        "--local-rank",
-        type=int,
-        default=None,
-        help="as $LOCAL_RANK; DeepSpeed's launcher (deepspeed --num_gpus N, --hostfile) passes it",
-    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_steps=20 optim.lr=0.5")
 
 
@@ -84,8 +77,6 @@ def set_threads(requested: int, topology: distributed.Topology) -> int:
 def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> int:
     """The typed config, then the process group (one replica per process), then ``start(cfg, topology)``."""
     cfg = resolve_config(args, config_type, job)
-    if args.local_rank is not None:  # DeepSpeed's launcher passes the local rank as a flag
-        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     topology = distributed.init_distributed(
         devices_per_replica=cfg.parallel.devices_per_replica, timeout_s=cfg.parallel.collective_timeout_s
     )

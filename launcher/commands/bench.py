@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,7 +21,7 @@ from dist_train.trainers.s2s import S2SConfig
 from dist_train.trainers.s2s_bench import bench_pipeline, bench_s2s
 from launcher.commands import performance
 from launcher.commands.bench_scaling import ddp_scaling
-from launcher.commands.common import print_summary, say
+from launcher.commands.common import machine, print_summary, say
 from launcher.commands.gan import mnist_shards
 from launcher.config import ConfigError, load_config, preset_file
 from launcher.paths import PROJECT_ROOT, shards_home, shared_data
@@ -82,26 +80,6 @@ def add_parser(jobs) -> None:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="s2s: config overrides, e.g. precision=bf16")
     p.set_defaults(run=run, parser=p)
-
-
-def machine() -> dict:
-    """The machine the figures were measured on."""
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), None)
-    return {
-        "machine": platform.machine(),
-        "cpu_model": model,
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,12 +1,17 @@
-"""Helpers the job modules share: building a typed config from flags, and the summary line."""
+"""Helpers the job modules share: building a typed config from flags, the summary line, and the
+machine that measured a figure."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 
 def make_config(parser: argparse.ArgumentParser, config_type, **values):
@@ -36,3 +41,23 @@ def record_evaluation(checkpoint: Path, summary: dict) -> None:
 
 def say(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def machine() -> dict:
+    """The machine the figures were measured on."""
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), None)
+    return {
+        "machine": platform.machine(),
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []

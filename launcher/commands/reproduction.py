@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from dist_train.reporting import plot_panels, read_jsonl
-from launcher.commands.bench import machine
+from launcher.commands.common import machine
 
 PAPER = {  # quoted from the papers, for the tables' last column
     "reversal_ppl": "5.8 → 4.7",

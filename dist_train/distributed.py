@@ -163,14 +163,18 @@ class PeerError(RuntimeError):
 
 # what gloo and NCCL say when a peer is gone (a closed connection) or silent (a timeout)
 _PEER_GONE = re.compile(r"timed out|timeout|connection (reset|closed|refused)|broken pipe|closed by peer|EOF", re.I)
+# how an error shows that it came from a collective backend: gloo and NCCL name their sources in the message
+_BACKEND = re.compile(r"gloo|nccl|c10d|ProcessGroup", re.I)
 
 
 def peer_failure(err: BaseException, topology: Topology, operation: str) -> PeerError | None:
     """``err`` as a PeerError naming this rank and the ``operation`` that failed, when it is a
-    collective's failure in a process group; None for any other error."""
+    collective's failure in a process group (torch.distributed's own error types, or a backend's
+    RuntimeError saying a peer is gone or silent); None for any other error."""
     text = " ".join(str(err).split())
     found = _PEER_GONE.search(text)
-    if not (topology.distributed and isinstance(err, RuntimeError) and found):
+    from_backend = isinstance(err, dist.DistError) or (isinstance(err, RuntimeError) and _BACKEND.search(text))
+    if not (topology.distributed and from_backend and found):
         return None
     start = max(text.rfind("] ", 0, found.start()), text.rfind(": ", 0, found.start())) + 2  # the backend's words
     cause = text[max(start, 0) :].split(" At: ")[0][:200]

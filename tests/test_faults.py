@@ -19,7 +19,7 @@ from local_cluster import poll
 import dist_train.checkpoint
 from data_shards.errors import DataError
 from dist_train.checkpoint import Checkpointer, load_checkpoint
-from dist_train.distributed import replica_devices
+from dist_train.distributed import Topology, peer_failure, replica_devices
 from dist_train.models.seq2seq import Seq2Seq
 from launcher.main import main
 from launcher.paths import PROJECT_ROOT
@@ -170,3 +170,15 @@ def test_an_unknown_preset_is_a_usage_error_listing_the_presets(tmp_path):
     result = run_cli("s2s", "--preset", "huge", "--data", tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "argument --preset: invalid choice: 'huge' (choose from" in result.stderr and "'paper'" in result.stderr
+
+
+def test_only_a_collective_backends_error_is_taken_for_a_peers_failure():
+    two = Topology(rank=1, world_size=2, node_name="n1", collective_timeout_s=10)
+    gloo = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:1")
+    said = str(peer_failure(gloo, two, "the training step at step 4"))
+    assert said.startswith("rank 1 (node n1): the training step at step 4 failed: a peer died or did not answer")
+    assert "parallel.collective_timeout_s=10 s (Connection closed by peer [10.0.0.2]:1)" in said
+    assert peer_failure(torch.distributed.DistBackendError("Timed out waiting 10000ms"), two, "x") is not None
+    assert peer_failure(RuntimeError("timed out reading /data/shard-0001.tar"), two, "x") is None  # not a backend's
+    assert peer_failure(OSError("gloo: connection reset"), two, "x") is None  # not a collective's error type
+    assert peer_failure(gloo, Topology(), "x") is None  # no process group: no peer

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from data_shards.vocab import BOS_ID, EOS_ID, UNK_ID
-from dist_train.models.seq2seq import Seq2Seq, reverse_padded, select_rows
+from dist_train.models.lstm_windows import select_rows
+from dist_train.models.seq2seq import Seq2Seq, reverse_padded
 
 
 @dataclass(frozen=True, kw_only=True)

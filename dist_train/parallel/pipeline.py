@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dist_train.models.seq2seq import Readout, Seq2Seq, inverse, run_lstm, run_window, unsort_state
+from dist_train.models.lstm_windows import inverse, run_lstm, run_window, unsort_state
+from dist_train.models.seq2seq import Readout, Seq2Seq
 
 
 def bubble_fraction(num_chunks: int, num_layers: int) -> float:

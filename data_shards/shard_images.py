@@ -26,6 +26,8 @@ class ShardImagesConfig:
     progress: bool = True
     skip: int = 0  # of all inputs' images in order, leave out the first ``skip`` ...
     limit: int = 0  # ... and keep at most ``limit`` after them (0: all): a train/valid split of one file
+    resolution: int = 0  # > 0: centre-crop each image to a square and resize it to resolution × resolution
+    colour: str = "keep"  # keep | rgb | gray: make every image RGB or grayscale (L)
 
     def __post_init__(self) -> None:
         if not self.input:
@@ -36,9 +38,32 @@ class ShardImagesConfig:
             raise ValueError("--shard-size must be at least 1")
         if self.skip < 0 or self.limit < 0:
             raise ValueError("--skip and --limit must be >= 0")
+        if self.resolution < 0:
+            raise ValueError("--resolution must be >= 0 (0: keep each image's size)")
+        if self.colour not in COLOURS:
+            raise ValueError(f"--colour must be one of {COLOURS}, not {self.colour!r}")
 
     def keeps(self, index: int) -> bool:
         return index >= self.skip and (not self.limit or index < self.skip + self.limit)
+
+
+COLOURS = ("keep", "rgb", "gray")
+
+
+def transform(image: np.ndarray, resolution: int, colour: str) -> np.ndarray:
+    """``image`` (height, width[, 3]) uint8, converted to ``colour`` and, with a ``resolution``,
+    centre-cropped to a square and resized to it (Lanczos), as StyleGAN's dataset tool does."""
+    if not resolution and colour == "keep":
+        return image
+    picture = Image.fromarray(image)
+    if colour != "keep":
+        picture = picture.convert("RGB" if colour == "rgb" else "L")
+    if resolution:
+        side = min(picture.size)
+        left, top = (picture.width - side) // 2, (picture.height - side) // 2
+        picture = picture.crop((left, top, left + side, top + side))
+        picture = picture.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    return np.asarray(picture)
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -61,6 +86,7 @@ def _write_source(source, classes, writer: ShardWriter, bar, seen: _Seen, cfg: S
         seen.read += 1
         if not cfg.keeps(seen.read - 1):
             continue
+        image = transform(image, cfg.resolution, cfg.colour)
         writer.write({"png": encode_png(image), "cls": str(label).encode()})
         seen.shapes.add(image.shape)
         seen.max_label = max(seen.max_label, label)
@@ -94,6 +120,7 @@ def shard_images(cfg: ShardImagesConfig) -> dict:
             "classes": folder_classes or [str(i) for i in range(seen.max_label + 1)],
             "image_shape": list(seen.shapes.pop()) if len(seen.shapes) == 1 else None,
             "selection": {"skip": cfg.skip, "limit": cfg.limit},
+            "transform": {"resolution": cfg.resolution, "colour": cfg.colour},
             "inputs": inputs,
         }
         write_manifest(staging, manifest)

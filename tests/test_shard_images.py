@@ -9,6 +9,7 @@ import tarfile
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from data_shards import ShardImagesConfig, ShardSet, shard_images
 from data_shards.batches import decode_image
@@ -96,3 +97,28 @@ def test_image_shards_are_deterministic(tmp_path, data_root):
         hashlib.sha256((tmp_path / "a" / "manifest.json").read_bytes()).digest()
         == hashlib.sha256((tmp_path / "b" / "manifest.json").read_bytes()).digest()
     )
+
+
+def test_mixed_sizes_and_modes_become_one_shape_with_resolution_and_colour(tmp_path):
+    """A held-out photo folder: sizes and modes differ; --resolution centre-crops and resizes,
+    --colour makes one mode, so the gan job gets one image shape."""
+    from PIL import Image
+
+    from dist_train.trainers.gan import image_shape
+
+    for cls, size, mode in (("cats", (60, 40), "RGB"), ("cats", (40, 40), "L"), ("dogs", (48, 80), "RGBA")):
+        (tmp_path / "in" / cls).mkdir(parents=True, exist_ok=True)
+        picture = Image.new(mode, size, 0)  # black, with a white centre square of the short side
+        side = min(size)
+        left, top = (size[0] - side) // 2, (size[1] - side) // 2
+        picture.paste(Image.new(mode, (side, side), 255 if mode == "L" else (255,) * len(mode)), (left, top))
+        picture.save(tmp_path / "in" / cls / f"{size[0]}x{size[1]}.png")
+    kept = shard(tmp_path / "kept", tmp_path / "in")
+    assert kept["image_shape"] is None
+    with pytest.raises(ValueError, match="shard-images --resolution N"):
+        image_shape(kept)
+    made = shard(tmp_path / "made", tmp_path / "in", resolution=8, colour="rgb")
+    assert made["image_shape"] == [8, 8, 3] and image_shape(made) == (3, 8, 8)
+    assert made["transform"] == {"resolution": 8, "colour": "rgb"}
+    images, labels = decoded(tmp_path / "made")
+    assert sorted(labels) == [0, 0, 1] and all(im.shape == (8, 8, 3) and im.min() >= 250 for im in images)

@@ -191,5 +191,8 @@ def build_gan(cfg: GanModelConfig, image_shape: tuple[int, int, int]) -> tuple[n
     if cfg.arch == "paper-mnist":
         return MlpGenerator(cfg, image_shape), MaxoutDiscriminator(cfg, image_shape)
     if image_shape[1:] != (32, 32):
-        raise ValueError(f"dcgan-32 makes 32×32 images; the data's are {image_shape[1]}×{image_shape[2]}")
+        raise ValueError(
+            f"dcgan-32 makes 32×32 images; the data's are {image_shape[1]}×{image_shape[2]}: "
+            "shard them with shard-images --resolution 32"
+        )
     return ConvGenerator(cfg, image_shape), ConvDiscriminator(cfg, image_shape)

@@ -72,7 +72,10 @@ def image_shape(manifest: dict) -> tuple[int, int, int]:
     """(channels, height, width) of an image shard set whose images all have one shape."""
     shape = manifest.get("image_shape")
     if not shape:
-        raise ValueError("the gan job needs images of one shape; these shards hold several")
+        raise ValueError(
+            "the gan job needs images of one shape; these shards hold several: "
+            "reshard them with shard-images --resolution N (and --colour rgb|gray)"
+        )
     return (1, *shape) if len(shape) == 2 else (shape[2], shape[0], shape[1])
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from data_shards.image_sources import IMAGE_FORMATS
-from data_shards.shard_images import ShardImagesConfig, shard_images
+from data_shards.shard_images import COLOURS, ShardImagesConfig, shard_images
 from launcher.commands.common import make_config, print_summary, say
 
 NAME = "shard-images"
@@ -34,6 +34,19 @@ def add_parser(jobs) -> None:
         help="keep at most N images after those (0: all); "
         "e.g. MNIST's 50k/10k train/valid split: --limit 50000, then --skip 50000",
     )
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=0,
+        metavar="N",
+        help="centre-crop every image to a square and resize it to N×N (0: keep sizes); e.g. 32 for dcgan-32",
+    )
+    p.add_argument(
+        "--colour",
+        choices=COLOURS,
+        default="keep",
+        help="make every image RGB or grayscale (a set that mixes the two needs one for the gan job)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace shards already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run, parser=p)
@@ -49,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         skip=args.skip,
         limit=args.limit,
+        resolution=args.resolution,
+        colour=args.colour,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )

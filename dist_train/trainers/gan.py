@@ -34,6 +34,7 @@ from dist_train.optim import DecaySchedule, GanOptimConfig, build_gan_optimizer
 from dist_train.parallel.data_parallel import unwrap
 from dist_train.parallel.replica import ParallelConfig, build_engine
 from dist_train.precision import MixedPrecision
+from dist_train.trainers.gan_data import image_shape, mean_image, to_pixels
 from dist_train.trainers.gan_samples import SamplesConfig, SampleWriter
 from dist_train.trainers.loop import TrainConfig, Trainer
 
@@ -66,35 +67,6 @@ class GanConfig:
     def __post_init__(self) -> None:
         if self.parallel.placement != "none":
             raise ValueError("the gan job runs each replica on one device: parallel.placement=none")
-
-
-def image_shape(manifest: dict) -> tuple[int, int, int]:
-    """(channels, height, width) of an image shard set whose images all have one shape."""
-    shape = manifest.get("image_shape")
-    if not shape:
-        raise ValueError(
-            "the gan job needs images of one shape; these shards hold several: "
-            "reshard them with shard-images --resolution N (and --colour rgb|gray)"
-        )
-    return (1, *shape) if len(shape) == 2 else (shape[2], shape[0], shape[1])
-
-
-def to_pixels(images: torch.Tensor, pixel_range: tuple[float, float]) -> torch.Tensor:
-    """uint8 (batch, channels, height, width) → floats in the model's pixel range ([0, 1]: x / 255)."""
-    low, high = pixel_range
-    return images.float() / 255 * (high - low) + low
-
-
-@torch.no_grad()
-def mean_image(reader: ShardReader, model_cfg: GanModelConfig) -> torch.Tensor:
-    """Every training image's mean (all replicas see all of them): G's output bias starts from it."""
-    shards = reader.shards
-    full = ShardReader(shards.folder, ReaderConfig(batch_size=1000, shuffle=False, bucket_pool=0, num_workers=0))
-    total, count = None, 0
-    for batch in full:
-        pixels = to_pixels(batch.images, model_cfg.pixel_range).sum(dim=0)
-        total, count = (pixels if total is None else total + pixels), count + len(batch)
-    return total / count
 
 
 @contextlib.contextmanager

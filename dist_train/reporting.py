@@ -42,15 +42,15 @@ def series(records: list[dict], name: str) -> tuple[list[int], list[float]]:
     return [s for s, _ in points], [v for _, v in points]
 
 
-def plot_panels(panels: list[tuple[str, list[tuple[str, list[dict], str]], bool]], path: Path, title: str) -> None:
-    """One figure, a panel per (title, [(label, records, figure name)], log scale)."""
+def plot_panels(panels: list[tuple[str, list[tuple], bool]], path: Path, title: str) -> None:
+    """One figure, a panel per (title, [(label, records, figure name[, matplotlib style])], log scale)."""
     rows = (len(panels) + 1) // 2
     fig, axes = plt.subplots(rows, 2, figsize=(11, 3.6 * rows), squeeze=False)
     for ax, (panel_title, lines, log_scale) in zip(axes.flat, panels):
-        for label, records, name in lines:
+        for label, records, name, *style in lines:
             steps, values = series(records, name)
             if steps:
-                ax.plot(steps, values, marker="o" if len(steps) < 20 else None, label=label)
+                ax.plot(steps, values, marker="o" if len(steps) < 20 else None, label=label, **(style or [{}])[0])
         ax.set_title(panel_title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

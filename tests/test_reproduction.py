@@ -31,6 +31,18 @@ def test_one_seed_is_refused_there_is_no_spread(tmp_path):
     assert result.returncode == 2 and "--seeds must be at least 2" in result.stderr
 
 
+def test_configurations_below_copying_the_source_are_named(tmp_path):
+    s = study(tmp_path)
+    results = fake_results(tmp_path, s)
+    for name in s.s2s_runs():
+        results["evaluations"][name]["bleu_copy_baseline"] = 4.5  # fake_results: BLEU 1 + run index
+    reproduction.write(s, results)
+    text = s.out.read_text()
+    below = [c for c in ("reversed-1l", "reversed-2l", "reversed-4l", "plain-2l")
+             if sum(1.0 + list(s.s2s_runs()).index(f"{c}-seed{k}") for k in (1, 2)) / 2 < 4.5]  # fmt: skip
+    assert below and f"{', '.join(below)}\nscore below copying the source unchanged (BLEU 4.50" in text
+
+
 def test_a_work_dir_holds_one_study_other_settings_are_refused(tmp_path):
     assert study(tmp_path).claim_work_dir() == "" and study(tmp_path).claim_work_dir() == ""
     result = run_cli("reproduce", "--work-dir", tmp_path / "work", "--architecture", "paper")
@@ -85,6 +97,14 @@ def test_the_reproduction_document_is_built_from_the_study_figures(tmp_path):
     dev = [250.0 - i for i in at]
     assert "dev perplexity at step 50 |" in text and f"| {sum(dev) / 2:.2f} ({min(dev):.2f}–{max(dev):.2f}) |" in text
     assert "--architecture small" in text and "Luong attention" in text
+    # the measured effects said in words: beams 1/2/12 scored 2.1/2.2/3.2 and decoded in 1/2/12 s
+    assert "beam 2 against greedy +0.10 BLEU; beam 12\nagainst beam 2 +1.00, decoding 6.0× as long" in text
+    members = [100.0 - order.index(f"reversed-2l-seed{k}") for k in (1, 2)]
+    mean = sum(members) / 2
+    assert (
+        f"the ensemble) {mean:.2f} → 54.32 ({54.32 / mean - 1:+.1%}; the ensemble and its members' range do not" in text
+    )
+    assert "below copying the source" not in text  # no copy baseline in fake_results
     figures = s.out.parent / "reproduction"
     assert Image.open(figures / "s2s-dev.png").size[0] > 800
     assert (figures / "gan-nearest.png").exists() and json.loads((figures / "results.json").read_text())["gan"]

@@ -29,6 +29,14 @@ def spread(values: list[float], digits: int = 2) -> str:
     return f"{statistics.mean(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
+def change(label: str, before: list[float], after: list[float], ranges: str = "the seeds' ranges") -> str:
+    """A measured effect, "label a → b (+x%; the seeds' ranges do not overlap)": the means, the relative
+    change, and whether the ranges of the values behind them keep apart."""
+    a, b = statistics.mean(before), statistics.mean(after)
+    apart = max(before) < min(after) or max(after) < min(before)
+    return f"{label} {a:.2f} → {b:.2f} ({b / a - 1:+.1%}; {ranges} {'do not overlap' if apart else 'overlap'})"
+
+
 def config_of(name: str) -> str:
     return name.rsplit("-seed", 1)[0]
 
@@ -102,7 +110,13 @@ def s2s_section(study, results: dict, figures: Path) -> list[str]:
             for i, (order, config) in enumerate((("plain", "plain-2l"), ("reversed", "reversed-2l")))
         ],
         "",
-        *untrained_caveat(study, bleu),
+        "Measured: "
+        + change("test perplexity", ppl["plain-2l"], ppl["reversed-2l"])
+        + "; "
+        + change("test BLEU", bleu["plain-2l"], bleu["reversed-2l"])
+        + ".",
+        "",
+        *budget_caveat(study, bleu, evaluations),
         *depth_table(steps, ppl, bleu, dev_at_equal_steps(study, runs)),
         *beam_and_ensemble_tables(study, evaluations),
         "![dev perplexity](reproduction/s2s-dev.png)",
@@ -125,22 +139,33 @@ def depth_table(steps: dict, ppl: dict, bleu: dict, equal_steps: tuple | None) -
     for layers in (1, 2, 4):
         config = f"reversed-{layers}l"
         mean = statistics.mean(ppl[config])
-        change = "" if previous is None else f"{(mean / previous[1]) ** (1 / (layers - previous[0])) - 1:+.1%}"
+        per_layer = "" if previous is None else f"{(mean / previous[1]) ** (1 / (layers - previous[0])) - 1:+.1%}"
         dev = spread(equal_steps[1][config]) if equal_steps else "not logged"
         lines.append(
-            f"| {layers} | {spread(steps[config], 0)} | {spread(ppl[config])} | {change} | {spread(bleu[config])} "
+            f"| {layers} | {spread(steps[config], 0)} | {spread(ppl[config])} | {per_layer} | {spread(bleu[config])} "
             f"| {dev} |"
         )
         previous = (layers, mean)
+    measured = ""
+    if equal_steps:
+        at = equal_steps[1]
+        measured = (
+            f"Measured at step {equal_steps[0]:,}: "
+            + change("dev perplexity, 1 → 2 layers", at["reversed-1l"], at["reversed-2l"]) + "; "
+            + change("2 → 4 layers", at["reversed-2l"], at["reversed-4l"]) + ". "
+        )  # fmt: skip
     return [
         *lines,
         "",
-        "Equal minutes give a deeper model fewer steps; the last column compares the depths after the same",
+        measured + "Equal minutes give a deeper model fewer steps; the last column compares the depths after the same",
         "number of updates (the dev set is evaluated every 200 steps; learning-rate decay is planned per run",
         "from its own speed, so at equal steps the shallower runs are further from their decay).",
         f"Paper: {PAPER['depth']} (4 layers of 1000 cells, 12M sentence pairs).",
         "",
     ]
+
+
+MEMBERS = "the ensemble and its members' range"
 
 
 def beam_and_ensemble_tables(study, evaluations: dict) -> list[str]:
@@ -150,7 +175,16 @@ def beam_and_ensemble_tables(study, evaluations: dict) -> list[str]:
     for beam in (1, 2, 12):
         found = evaluations[f"{first}-beam{beam}"]
         lines.append(f"| {beam} | {found['bleu']:.2f} | {found['translate_seconds']:.0f} |")
-    lines += ["", f"One checkpoint ({first}). Paper: {PAPER['beam']}.", "", "### Ensemble", ""]
+    b1, b2, b12 = (evaluations[f"{first}-beam{beam}"] for beam in (1, 2, 12))
+    slower = b12["translate_seconds"] / b2["translate_seconds"]
+    lines += [
+        "",
+        f"One checkpoint ({first}). Measured: beam 2 against greedy {b2['bleu'] - b1['bleu']:+.2f} BLEU; beam 12",
+        f"against beam 2 {b12['bleu'] - b2['bleu']:+.2f}, decoding {slower:.1f}× as long. Paper: {PAPER['beam']}.",
+        "",
+        "### Ensemble",
+        "",
+    ]
     lines += ["| models | test BLEU | test perplexity |", "|---|---|---|"]
     for label, found in (
         (first, evaluations[first]),
@@ -158,13 +192,31 @@ def beam_and_ensemble_tables(study, evaluations: dict) -> list[str]:
         ("both (ensemble)", evaluations["ensemble"]),
     ):
         lines.append(f"| {label} | {found['bleu']:.2f} | {found['perplexity']:.2f} |")
-    return [*lines, "", f"Beam 2. Paper (BLEU): {PAPER['ensemble']}.", ""]
+    members = [evaluations[first], evaluations[second]]
+    measured = (
+        change("perplexity (the members' mean → the ensemble)", [m["perplexity"] for m in members],
+               [evaluations["ensemble"]["perplexity"]], ranges=MEMBERS)
+        + "; " + change("BLEU", [m["bleu"] for m in members], [evaluations["ensemble"]["bleu"]], ranges=MEMBERS)
+    )  # fmt: skip
+    return [*lines, "", f"Measured: {measured}. Beam 2. Paper (BLEU): {PAPER['ensemble']}.", ""]
 
 
-def untrained_caveat(study, bleu: dict[str, list[float]]) -> list[str]:
-    """Said when the budget was too small for any model to translate: BLEU below 1 everywhere."""
-    if max(max(values) for values in bleu.values()) >= 1.0:
+def budget_caveat(study, bleu: dict[str, list[float]], evaluations: dict) -> list[str]:
+    """Said when the budget was too small for the models to translate (BLEU below 1 everywhere), or
+    for some configurations to translate better than copying the source unchanged."""
+    best = max(max(values) for values in bleu.values())
+    copying = evaluations[next(iter(study.s2s_runs()))].get("bleu_copy_baseline")
+    below = [config for config, values in bleu.items() if copying is not None and statistics.mean(values) < copying]
+    if best >= 1.0 and not below:
         return []
+    if best >= 1.0:
+        return [
+            f"**At {study.minutes:g} minutes per run the models have only begun to translate: {', '.join(below)}",
+            f"score below copying the source unchanged (BLEU {copying:.2f} on these sentences). Here the evidence",
+            "is in perplexity differences whose seeds' ranges do not overlap; BLEU differences of a point or so",
+            "are not evidence of the paper's effects. Longer runs (`--minutes-per-run`) translate better.**",
+            "",
+        ]
     return [
         f"**At {study.minutes:g} minutes per run no model has learned to translate yet (every BLEU is below 1):",
         "the BLEU, beam and ensemble figures below are noise, not the paper's effects; test perplexity is the",
@@ -175,12 +227,26 @@ def untrained_caveat(study, bleu: dict[str, list[float]]) -> list[str]:
 
 
 def curves(study, runs: dict, path: Path) -> None:
+    """Dev perplexity by source order and by depth, training loss by source order: a colour per
+    configuration, a line style per seed."""
     logs = {name: read_jsonl(Path(summary["run_dir"]) / "train.jsonl") for name, summary in runs.items()}
-    reversal = [(name, logs[name], "dev_ppl") for name in logs if config_of(name) in ("plain-2l", "reversed-2l")]
-    depth = [(name, logs[name], "dev_ppl") for name in logs if config_of(name).startswith("reversed-")]
-    training = [(name, logs[name], "loss") for name in logs if config_of(name) in ("plain-2l", "reversed-2l")]
-    panels = [("dev perplexity: source order", reversal, True), ("dev perplexity: depth", depth, True)]
-    plot_panels([*panels, ("training loss (nats/word)", training, False)], path, "s2s runs of the study")
+    configs = sorted({config_of(name) for name in logs})
+
+    def lines(names, figure):
+        return [(name, logs[name], figure, style(name)) for name in names]
+
+    def style(name):
+        seed = study.seeds.index(int(name.rsplit("seed", 1)[1]))
+        return {"color": f"C{configs.index(config_of(name))}", "linestyle": ("-", "--", ":", "-.")[seed % 4]}
+
+    order = [name for name in logs if config_of(name) in ("plain-2l", "reversed-2l")]
+    depth = [name for name in logs if config_of(name).startswith("reversed-")]
+    panels = [
+        ("dev perplexity: source order", lines(order, "dev_ppl"), True),
+        ("dev perplexity: depth (reversed)", lines(depth, "dev_ppl"), True),
+        ("training loss (nats/word): source order", lines(order, "loss"), False),
+    ]
+    plot_panels(panels, path, "s2s runs of the study (colour: configuration; line style: seed)")
 
 
 def gan_section(gan: dict, figures: Path) -> list[str]:

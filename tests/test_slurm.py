@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from local_cluster import install_or_skip, poll, script, start
@@ -76,7 +77,12 @@ def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(sl
         job_id = slurm_command(env, "squeue", "-h", "-t", "RUNNING", "-o", "%i").split()[0]
         slurm_command(env, "scancel", "--batch", "--signal=USR1", job_id)  # what --signal=B:USR1@120 sends
         poll(lambda: "Restarts=1" in slurm_command(env, "scontrol", "show", "job", job_id), timeout=120, what="requeue")
-        # a requeued job waits ~2 minutes before it is eligible again; let it start now
+        # A requeued job waits ~2 minutes before it is eligible again; let it start sooner, but only once
+        # both nodes have let the first run go and a new second has begun: slurmd refuses a job credential
+        # made in the same second as its revocation ("Job credential revoked", seen once in CI).
+        poll(lambda: set(slurm_command(env, "sinfo", "-h", "-N", "-o", "%t").split()) == {"idle"}, timeout=120,
+             what="both nodes idle")  # fmt: skip
+        time.sleep(2)
         slurm_command(env, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
         out, err = job.communicate(timeout=300)
     finally:

@@ -268,7 +268,8 @@ def gan_section(gan: dict, figures: Path) -> list[str]:
         f"FCD: Fréchet distance on the features of the project's MNIST classifier (test accuracy "
         f"{gan['classifier']['test_accuracy']:.4f}); lower is better, 0 for the test set itself.",
         "",
-        "Samples, and (right) the nearest training image of the sample beside it, as in the paper's Figure 2:",
+        "Samples, and rows of 5 samples with (right, outlined in yellow) the training image nearest the sample",
+        "beside it, as in the paper's Figure 2: a model that copied its training set would show twins there.",
         "",
         "![samples](reproduction/gan-samples.png) ![nearest](reproduction/gan-nearest.png)",
         "",
@@ -286,7 +287,9 @@ HONESTY = """\
 - The `small` model has attention and copying, the paper's has neither; they are what lets a model
   translate within minutes here, and they change what reversal can add (see above).
 - Equal minutes is not equal updates: a deeper model takes fewer steps in the same time (the steps
-  column says how many), which works against depth here more than in the paper.
+  column says how many), which works against depth here more than in the paper; the depth table's
+  last column compares the depths at equal steps instead. Neither is the paper's comparison, which
+  is at convergence.
 - The spread over seeds is shown for every ablation; with two seeds it is a range, not an interval.
 - The GAN's Parzen estimate is the paper's protocol (10,000 samples, σ from a log grid on the
   validation set, mean over the 10,000 test images); the paper itself warns that the estimator has

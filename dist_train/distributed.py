@@ -29,7 +29,7 @@ class Topology:
     local_world_size: int = 1
     node_rank: int = 0
     num_nodes: int = 1
-    backend: str = "gloo"
+    backend: str = "gloo"  # the process group's: "gloo", or "cpu:gloo,cuda:nccl" on GPUs
     node_name: str = field(default_factory=socket.gethostname)
     devices: tuple[str, ...] = ("cpu",)
     collective_timeout_s: float = 600.0  # how long a collective waits for a peer before it fails
@@ -64,28 +64,53 @@ def _env_int(names: tuple[str, ...], default: int) -> int:
     return default
 
 
-def replica_devices(local_rank: int, devices_per_replica: int) -> tuple[str, ...]:
-    if not torch.cuda.is_available():
+DEVICE_KINDS = ("auto", "cpu", "cuda")
+
+
+def device_kind(requested: str = "auto") -> str:
+    """``cpu`` or ``cuda``: ``parallel.device``, where ``auto`` means CUDA when a GPU is visible."""
+    if requested not in DEVICE_KINDS:
+        raise ValueError(f"parallel.device must be one of {', '.join(DEVICE_KINDS)}, not {requested!r}")
+    visible = torch.cuda.is_available()
+    if requested == "cuda" and not visible:
+        raise DataError(None, "parallel.device=cuda, but no GPU is visible to this process (use cpu or auto)")
+    if requested == "auto":
+        return "cuda" if visible else "cpu"
+    return requested
+
+
+def replica_devices(local_rank: int, devices_per_replica: int, device: str = "auto") -> tuple[str, ...]:
+    """The devices of this process's replica: consecutive GPUs from ``local_rank × devices_per_replica``,
+    or ``cpu`` for each."""
+    if device_kind(device) == "cpu":
         return ("cpu",) * devices_per_replica
     first = local_rank * devices_per_replica
     if first + devices_per_replica > torch.cuda.device_count():
         raise DataError(
             None,
             f"local rank {local_rank} needs GPUs {first}..{first + devices_per_replica - 1}, "
-            f"but {torch.cuda.device_count()} are visible: lower --nproc_per_node or devices_per_replica",
+            f"but {torch.cuda.device_count()} are visible: lower --nproc_per_node or devices_per_replica, "
+            "or train on the CPU (parallel.device=cpu)",
         )
     return tuple(f"cuda:{first + i}" for i in range(devices_per_replica))
 
 
-def init_distributed(*, devices_per_replica: int = 1, timeout_s: float = 600.0) -> Topology:
+def backend_for(devices: tuple[str, ...]) -> str:
+    """One process group that serves both kinds of tensor. NCCL takes CUDA tensors only, and the loop
+    all-reduces CPU scalars and gathers CPU objects every step: on GPUs those go over gloo and the
+    gradients over NCCL."""
+    return "cpu:gloo,cuda:nccl" if any(d.startswith("cuda") for d in devices) else "gloo"
+
+
+def init_distributed(*, devices_per_replica: int = 1, device: str = "auto", timeout_s: float = 600.0) -> Topology:
     """Build the topology from the environment and join the process group when there are peers."""
     world_size = _env_int(("WORLD_SIZE", "SLURM_NTASKS"), 1)
     rank = _env_int(("RANK", "SLURM_PROCID"), 0)
     local_rank = _env_int(("LOCAL_RANK", "SLURM_LOCALID"), 0)
     local_world_size = _env_int(("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"), 1 if world_size == 1 else world_size)
     node_rank = _env_int(("GROUP_RANK", "SLURM_NODEID"), 0)
-    devices = replica_devices(local_rank, devices_per_replica)
-    backend = "nccl" if devices[0].startswith("cuda") else "gloo"
+    devices = replica_devices(local_rank, devices_per_replica, device)
+    backend = backend_for(devices)
     if devices[0].startswith("cuda"):
         torch.cuda.set_device(torch.device(devices[0]))
     if world_size > 1 and rank == 0 and restarts_may_read_stale_addresses():
@@ -194,12 +219,27 @@ def all_reduce_sum(values: list[float], topology: Topology) -> list[float]:
 
 
 def all_gather_objects(obj, topology: Topology) -> list:
-    """Every replica's ``obj``, in rank order."""
+    """Every replica's ``obj``, in rank order, with every tensor in it on the CPU: a pickled CUDA
+    tensor would be unpickled onto a GPU of the same index on every receiver, which may not exist."""
+    obj = to_cpu(obj)
     if not topology.distributed:
         return [obj]
     gathered = [None] * topology.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def to_cpu(obj):
+    """``obj`` with every tensor inside its dicts, lists and tuples moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {key: to_cpu(value) for key, value in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a named tuple
+        return type(obj)(*(to_cpu(value) for value in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(value) for value in obj)
+    return obj
 
 
 def any_replica(flag: bool, topology: Topology) -> bool:

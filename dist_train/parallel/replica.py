@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dist_train.distributed import Topology
+from dist_train.distributed import DEVICE_KINDS, Topology
 from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.deepspeed_engine import DeepSpeedDataParallel
 from dist_train.parallel.engines import ENGINES, TorchEngine
@@ -27,6 +27,7 @@ PLACEMENTS = ("none", "paper")
 class ParallelConfig:
     """How one replica spreads over its devices (one process drives one replica)."""
 
+    device: str = "auto"  # auto | cpu | cuda: the kind of device replicas run on (auto: CUDA when a GPU is visible)
     placement: str = "none"  # none: the whole model on one device; paper: layers and softmax shards spread
     devices_per_replica: int = 1
     softmax_shards: int = 4  # the paper split its softmax over 4 GPUs
@@ -36,6 +37,8 @@ class ParallelConfig:
     deepspeed_config: str = ""  # engine=deepspeed: a DeepSpeed JSON, e.g. cluster/deepspeed/zero2.json ("": ZeRO 0)
 
     def __post_init__(self) -> None:
+        if self.device not in DEVICE_KINDS:
+            raise ValueError(f"parallel.device must be one of {', '.join(DEVICE_KINDS)}, not {self.device!r}")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"parallel.placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
         if self.devices_per_replica < 1 or self.softmax_shards < 1 or self.chunk_len < 0:

@@ -17,7 +17,7 @@ from dist_train.trainers.gan import GanConfig, GanTrainer
 
 
 def bench_gan(cfg: GanConfig, data: Path, work_dir: Path, *, steps: int, warmup: int) -> dict:
-    topology = Topology(devices=replica_devices(0, 1))
+    topology = Topology(devices=replica_devices(0, 1, cfg.parallel.device))
     reader = ShardReader(data, cfg.data)
     trainer = GanTrainer(cfg, topology, reader, Checkpointer(work_dir / "checkpoints"), Sinks([]), {})
     batches = itertools.chain.from_iterable(itertools.repeat(reader))  # epoch after epoch

@@ -48,7 +48,7 @@ def time_breakdown(trainer: S2STrainer, batches, steps: int) -> dict:
 
 
 def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup: int, profile: bool = False) -> dict:
-    topology = Topology(devices=replica_devices(0, cfg.parallel.devices_per_replica))
+    topology = Topology(devices=replica_devices(0, cfg.parallel.devices_per_replica, cfg.parallel.device))
     reader = ShardReader(data, cfg.data)
     trainer = S2STrainer(cfg, topology, reader, Checkpointer(work_dir / "checkpoints"), Sinks([]), {})
     batches = iter(reader)

@@ -78,7 +78,9 @@ def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> 
     """The typed config, then the process group (one replica per process), then ``start(cfg, topology)``."""
     cfg = resolve_config(args, config_type, job)
     topology = distributed.init_distributed(
-        devices_per_replica=cfg.parallel.devices_per_replica, timeout_s=cfg.parallel.collective_timeout_s
+        devices_per_replica=cfg.parallel.devices_per_replica,
+        device=cfg.parallel.device,
+        timeout_s=cfg.parallel.collective_timeout_s,
     )
     preemption.install()  # SIGTERM/SIGUSR1: checkpoint at the next step and exit 0
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from data_shards import ShardReader
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, replica_devices
 from dist_train.metrics import Sinks
+from dist_train.timing import Stopwatch
 from dist_train.trainers.gan import GanConfig, GanTrainer
 
 
@@ -21,14 +21,15 @@ def bench_gan(cfg: GanConfig, data: Path, work_dir: Path, *, steps: int, warmup:
     reader = ShardReader(data, cfg.data)
     trainer = GanTrainer(cfg, topology, reader, Checkpointer(work_dir / "checkpoints"), Sinks([]), {})
     batches = itertools.chain.from_iterable(itertools.repeat(reader))  # epoch after epoch
-    times = []
+    times, stopwatch = [], Stopwatch(topology.devices)  # on a GPU: the step's kernels, not their launch
     for i in range(warmup + steps):
         batch = next(batches)
-        started = time.perf_counter()
+        stopwatch.start()
         result = trainer.train_step(batch)
+        elapsed = stopwatch.stop()
         trainer.step += 1
         if i >= warmup:
-            times.append(time.perf_counter() - started)
+            times.append(elapsed)
     step_time = statistics.mean(times)
     return {
         "images_per_s": round(cfg.data.batch_size / step_time, 1),
@@ -38,6 +39,7 @@ def bench_gan(cfg: GanConfig, data: Path, work_dir: Path, *, steps: int, warmup:
         "arch": cfg.model.arch,
         "update_mode": cfg.update.mode,
         "precision": cfg.train.precision,
+        "device": str(topology.device),
         "steps": steps,
         "threads": torch.get_num_threads(),
         "losses_finite": all(map(torch.isfinite, map(torch.tensor, (result.d_loss, result.g_loss or 0.0)))),

@@ -37,7 +37,9 @@ def add_parser(jobs) -> None:
         help="measure throughput; prints one JSON line per benchmark",
         description="data: shard the WMT'14 training sample (pairs/s), read it back with 1 and 2 "
         "DataLoader workers (tokens/s, source + target), read MNIST test (images/s); start-up included. "
-        "s2s: the trainer's step on real batches (words/s, FLOPs, MFU). pipeline: the paper layout's cost. "
+        "s2s: the trainer's step on real batches (words/s, FLOPs, MFU against the best matmul rate over the "
+        "model's own matmul shapes and a few large squares, in the precision in use, on its device). "
+        "pipeline: the paper layout's cost (its 8 devices wrapped onto the visible GPUs, or all the CPU). "
         "gan: the trainer's step (D and G updates) on real images (images/s). all: data, s2s small and "
         "paper, the plain-PyTorch loop against ours, DDP scaling (1 and 2 processes), the paper layout's "
         "pipeline, gan paper-mnist and dcgan-32; then writes --out (docs/PERFORMANCE.md) from their figures.",
@@ -70,7 +72,8 @@ def add_parser(jobs) -> None:
         "--profile",
         action="store_true",
         help="s2s: also profile as many steps again and report where a step's time goes "
-        "(ms per step: lstm, softmax_and_loss, other matmuls, embedding, optimizer, ...)",
+        "(ms per step: lstm, softmax_and_loss, other matmuls, embedding, optimizer, ...); on a GPU also "
+        "the kernels' device time per category",
     )
     p.add_argument(
         "--out",
@@ -125,8 +128,10 @@ FLOOR_STEPS = 30  # timed steps of each side of the plain-loop comparison (more 
 def run_plain_loop(args: argparse.Namespace, data_root: Path, steps: int) -> dict:
     """benchmarks/plain_s2s.py on the same batches as ``bench s2s --preset small`` with PLAIN_MODEL."""
     data = args.data or giga_fren_shards(data_root)
+    device = s2s_config(args, "small", PLAIN_MODEL).parallel.device  # the device ours runs on
     command = [sys.executable, str(PROJECT_ROOT / "benchmarks" / "plain_s2s.py"), "--preset", "small"]
-    command += ["--data", str(data), "--steps", str(steps), "--warmup", str(args.warmup), *PLAIN_MODEL]
+    command += ["--data", str(data), "--steps", str(steps), "--warmup", str(args.warmup), "--device", device]
+    command += list(PLAIN_MODEL)
     say("bench all: the plain PyTorch loop (benchmarks/plain_s2s.py), small, no attention")
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
     if result.returncode != 0:

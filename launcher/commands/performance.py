@@ -61,11 +61,23 @@ def s2s_table(runs: list[dict]) -> list[str]:
         "",
         "`bench s2s`: the trainer's own `train_step` on real batches of the giga-fren training sample after",
         "warm-up steps; words = source + target words incl. `</s>`. MFU = counted matmul FLOPs (LSTM gates,",
-        "output projection, attention; forward + backward) per second over the measured fp32 matmul peak of",
-        "the model's output-projection shape on this machine.",
+        "output projection, attention; forward + backward) per second over the matmul peak: the best rate",
+        "measured over the model's own matmul shapes (LSTM gates, recurrent and input projections, output",
+        "projection, and their backward) and a few large squares, in the precision in use, on the device.",
         "",
         *table(header, rows),
+        *peak_lines(runs),
     ]
+
+
+def peak_lines(runs: list[dict]) -> list[str]:
+    """Which shape gave each run's matmul peak (runs from before the sweep have none)."""
+    lines = [
+        f"- {r['preset']}: peak {r['gemm_peak_flops'] / 1e9:,.1f} GFLOP/s from `{r['gemm_peak_shape']}`"
+        for r in runs
+        if "gemm_peak_shape" in r
+    ]
+    return [*lines, ""] if lines else []
 
 
 def floor_table(plain: dict, ours: dict) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -17,9 +17,9 @@ from data_shards.vocab import PAD_ID
 @dataclass
 class TextBatch:
     src_tokens: torch.Tensor  # (batch, max_src_len) int64, PAD_ID-padded
-    src_lengths: torch.Tensor  # (batch,)
+    src_lengths: torch.Tensor  # (batch,) int64, stays on the host (see to())
     tgt_tokens: torch.Tensor  # (batch, max_tgt_len)
-    tgt_lengths: torch.Tensor  # (batch,)
+    tgt_lengths: torch.Tensor  # (batch,) int64, stays on the host
     sample_ids: torch.Tensor  # (batch,) global index of each sample in the shard set
     src_text: list[str]  # the pairs' text when the reader has with_text, else empty
     tgt_text: list[str]
@@ -33,8 +33,16 @@ class TextBatch:
     def __len__(self) -> int:
         return len(self.sample_ids)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> TextBatch:
-        return _to(self, device, non_blocking)
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> TextBatch:
+        """The token tensors on ``device``; lengths and sample ids stay on the host, where the model
+        sorts by length (``src_lengths.cpu()``) and the trainer counts words without waiting for the
+        device. From pinned memory (``pin_memory()``) the copies overlap the step before."""
+        return _to(self, ("src_tokens", "tgt_tokens"), device, non_blocking)
+
+    def pin_memory(self) -> TextBatch:
+        """The batch with every tensor in page-locked memory: the DataLoader calls it when the
+        reader pins (``ShardReader(pin_memory=True)``)."""
+        return _pinned(self)
 
 
 @dataclass
@@ -47,16 +55,29 @@ class ImageBatch:
     def __len__(self) -> int:
         return len(self.sample_ids)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> ImageBatch:
-        return _to(self, device, non_blocking)
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> ImageBatch:
+        """Images and labels on ``device``; sample ids stay on the host."""
+        return _to(self, ("images", "labels"), device, non_blocking)
+
+    def pin_memory(self) -> ImageBatch:
+        """The batch with every tensor in page-locked memory (see ``TextBatch.pin_memory``)."""
+        return _pinned(self)
 
 
-def _to(batch, device, non_blocking):
-    moved = {f.name: getattr(batch, f.name) for f in fields(batch)}
-    for name, value in moved.items():
-        if isinstance(value, torch.Tensor):
-            moved[name] = value.to(device, non_blocking=non_blocking)
-    return type(batch)(**moved)
+def _to(batch, names: tuple[str, ...], device, non_blocking: bool):
+    """``batch`` with the tensors ``names`` on ``device``. ``non_blocking`` is safe for these
+    host-to-device copies: from pinned memory the caching host allocator keeps the source alive
+    until the copy is done, and from pageable memory CUDA stages it before returning."""
+    moved = {name: getattr(batch, name).to(device, non_blocking=non_blocking) for name in names}
+    return replace(batch, **moved)
+
+
+def _pinned(batch):
+    """``batch`` with every tensor pinned; a worker's numpy arrays become pinned tensors (the
+    DataLoader pins before the reader converts them)."""
+    batch = as_torch(batch)
+    pinned = {f.name: getattr(batch, f.name) for f in fields(batch)}
+    return type(batch)(**{k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in pinned.items()})
 
 
 def as_torch(batch):

@@ -146,14 +146,33 @@ class _WorkerStream(IterableDataset):
             yield stand_in_for, dataclasses.replace(last, corrupt_samples=lost)
 
 
-class ShardReader:
-    """One replica's view of a shard folder: iterate it once per epoch."""
+def should_pin_memory(device: torch.device | str) -> bool:
+    """Whether a reader whose batches go to ``device`` should pin them: only for a GPU, where
+    pinned batches copy asynchronously (on a CPU-only machine pinning fails or wastes time)."""
+    return torch.device(device).type == "cuda"
 
-    def __init__(self, folder: str | Path, cfg: ReaderConfig, *, replica_rank: int = 0, num_replicas: int = 1) -> None:
+
+class ShardReader:
+    """One replica's view of a shard folder: iterate it once per epoch.
+
+    ``pin_memory`` (set it with ``should_pin_memory(device)``): the DataLoader pins each batch in a
+    background thread, so that ``batch.to(device)`` copies it without blocking the host.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        cfg: ReaderConfig,
+        *,
+        replica_rank: int = 0,
+        num_replicas: int = 1,
+        pin_memory: bool = False,
+    ) -> None:
         if not 0 <= replica_rank < num_replicas:
             raise ValueError(f"replica_rank {replica_rank} is outside 0..{num_replicas - 1}")
         self.folder, self.cfg = Path(folder), cfg
         self.replica_rank, self.num_replicas = replica_rank, num_replicas
+        self.pin_memory = pin_memory
         self.shards = ShardSet(self.folder, verify_sha256=False)
         self.epoch, self.position = 0, 0
         self._stream = _WorkerStream(self.folder, cfg, self.shards.bucket_lengths(), replica_rank, num_replicas)
@@ -182,6 +201,7 @@ class ShardReader:
                 num_workers=workers,
                 prefetch_factor=4 if workers else None,
                 persistent_workers=workers > 0,
+                pin_memory=self.pin_memory,
                 worker_init_fn=_leave_stopping_to_parent,
                 # its own generator: each new iterator draws a seed, which would otherwise come from the
                 # global RNG and shift dropout and noise after a resume (the plan fixes the batches anyway)
@@ -227,7 +247,7 @@ class ShardReader:
         return hashlib.sha256("".join(s["sha256"] for s in self.shards.shards).encode()).hexdigest()[:16]
 
 
-__all__ = ["ReaderConfig", "ShardReader", "ShardSet"]
+__all__ = ["ReaderConfig", "ShardReader", "ShardSet", "should_pin_memory"]
 
 
 def _leave_stopping_to_parent(_worker_id: int) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
+import torch
 
 from data_shards import DataError, ReaderConfig, ShardReader, ShardSet
+from data_shards.batches import as_torch, collate_images, collate_text
 from data_shards.plan import plan_epoch
+from data_shards.reader import should_pin_memory
 from data_shards.tario import read_samples
 
 
@@ -157,3 +161,62 @@ def test_a_process_that_exits_with_its_workers_alive_ends(newstest_small_shards)
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# --- batches on their way to a GPU, tested without one --------------------------------------------
+
+
+def spy_on_copies(monkeypatch) -> list[dict]:
+    """Every ``Tensor.to`` call's keyword arguments, the copy still made."""
+    calls, to = [], torch.Tensor.to
+
+    def recording_to(self, *args, **kwargs):
+        calls.append(kwargs)
+        return to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", recording_to)
+    return calls
+
+
+def test_a_batch_sends_its_tokens_to_the_device_and_keeps_lengths_on_the_host(monkeypatch):
+    pairs = [{"src_ids": [4, 5, 6], "tgt_ids": [7]}, {"src_ids": [8], "tgt_ids": [9, 10]}]
+    text = as_torch(collate_text(pairs, np.array([3, 4])))
+    calls = spy_on_copies(monkeypatch)
+    moved = text.to(torch.device("meta"))  # a device that is not the host, without a GPU
+    assert moved.src_tokens.device.type == moved.tgt_tokens.device.type == "meta"
+    assert {t.device.type for t in (moved.src_lengths, moved.tgt_lengths, moved.sample_ids)} == {"cpu"}
+    assert moved.num_tokens == 7  # counted on the host: no wait for the device
+    assert calls == [{"non_blocking": True}] * 2  # the token tensors only, asynchronously
+    images = as_torch(collate_images([(np.zeros((2, 2, 1), np.uint8), 3)], np.array([0])))
+    moved = images.to("meta")
+    assert moved.images.device.type == moved.labels.device.type == "meta" and moved.sample_ids.device.type == "cpu"
+
+
+def fake_gpu_pinning(monkeypatch) -> set[int]:
+    """Pretend a GPU is the DataLoader's accelerator; ``Tensor.pin_memory`` (which needs CUDA) makes a
+    copy whose address it records. Returns those addresses."""
+    pinned = set()
+
+    def pin_memory(self):
+        copy = self.clone()
+        pinned.add(copy.data_ptr())
+        return copy
+
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: torch.device("cuda"))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    return pinned
+
+
+def test_the_reader_pins_batches_only_when_its_consumer_is_a_gpu(newstest_small_shards, monkeypatch):
+    assert should_pin_memory("cuda:1") and should_pin_memory(torch.device("cuda"))
+    assert not should_pin_memory("cpu") and not should_pin_memory("meta")
+    pinned = fake_gpu_pinning(monkeypatch)
+    cfg = ReaderConfig(batch_size=8, num_workers=0)
+    list(itertools.islice(ShardReader(newstest_small_shards, cfg), 3))
+    assert not pinned  # by default never: on a CPU-only machine pinning fails or wastes time
+    reader = ShardReader(newstest_small_shards, cfg, pin_memory=should_pin_memory("cuda"))
+    for batch in itertools.islice(reader, 3):
+        tensors = (batch.src_tokens, batch.tgt_tokens, batch.src_lengths, batch.tgt_lengths, batch.sample_ids)
+        assert all(t.data_ptr() in pinned for t in tensors)
+    assert reader._loader.pin_memory

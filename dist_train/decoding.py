@@ -85,21 +85,25 @@ def _top_candidates(slices, scores: torch.Tensor, cfg: BeamConfig):
 def beam_search(
     models: list[Seq2Seq], src_tokens: torch.Tensor, src_lengths: torch.Tensor, cfg: BeamConfig
 ) -> list[Hypothesis]:
-    """The best hypothesis for each source sentence."""
+    """The best hypothesis for each source sentence, decoded on ``src_tokens``' device.
+
+    ``src_lengths`` may be on the host (best: the encoder sorts by them there, and the length limits
+    are decided there, so the loop waits for the device once per step, to read the candidates)."""
     batch, k = src_tokens.shape[0], cfg.beam
     device = src_tokens.device
+    host_lengths = src_lengths.cpu()
     states, memories = [], []  # a sentence's k rows share its memory, whatever the beam reordering
     for model in models:
         state, memory = model.encode(src_tokens, src_lengths)  # per layer (1, batch, hidden)
         states.append([(h.repeat_interleave(k, dim=1), c.repeat_interleave(k, dim=1)) for h, c in state])
         memories.append(memory and memory.repeat_interleave(k))
-    row_lengths = src_lengths.repeat_interleave(k)
+    row_lengths = src_lengths.to(device, non_blocking=True).repeat_interleave(k)  # on the device, for every step
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one alive
     history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
     attended = torch.empty((batch * k, 0), dtype=torch.long, device=device)  # one column ahead of history
     last = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
-    row_max_len = (row_lengths.float() * cfg.max_len_a + cfg.max_len_b).long()
+    row_max_len = (host_lengths.float() * cfg.max_len_a + cfg.max_len_b).long().repeat_interleave(k)  # on the host
     finished: list[list[tuple[float, list[int], list[int]]]] = [[] for _ in range(batch)]
     done = [False] * batch
     for step in range(int(row_max_len.max()) + 1):
@@ -127,7 +131,7 @@ def _end_at_limit(slices, rows: torch.Tensor):
         return slices
     ended = []
     for offset, log_probs in slices:
-        limited = log_probs.masked_fill(rows.to(log_probs.device).unsqueeze(1), float("-inf"))
+        limited = log_probs.masked_fill(rows.to(log_probs.device, non_blocking=True).unsqueeze(1), float("-inf"))
         if offset <= EOS_ID < offset + log_probs.shape[1]:
             limited[:, EOS_ID - offset] = log_probs[:, EOS_ID - offset]
         ended.append((offset, limited))
@@ -135,12 +139,16 @@ def _end_at_limit(slices, rows: torch.Tensor):
 
 
 def _advance(top_scores, beam_of, token_of, history, attended, finished, done, cfg) -> dict:
-    """Move finished candidates out; return the k best unfinished (beam, token, score) per sentence."""
+    """Move finished candidates out; return the k best unfinished (beam, token, score) per sentence.
+
+    The candidates and histories come to the host in one copy each: a copy per candidate would make
+    the host wait for the device hundreds of times a step."""
     batch, k = top_scores.shape[0], cfg.beam
-    keep_beam = torch.zeros((batch, k), dtype=torch.long, device=top_scores.device)
-    keep_token = torch.full((batch, k), EOS_ID, dtype=torch.long, device=top_scores.device)
-    keep_score = torch.full((batch, k), float("-inf"), device=top_scores.device)
+    keep_beam = [[0] * k for _ in range(batch)]
+    keep_token = [[EOS_ID] * k for _ in range(batch)]
+    keep_score = [[float("-inf")] * k for _ in range(batch)]
     scores_list, beams_list, tokens_list = top_scores.tolist(), beam_of.tolist(), token_of.tolist()
+    histories, attended_rows = history.tolist(), attended.tolist()
     for b in range(batch):
         if done[b]:
             continue
@@ -148,13 +156,18 @@ def _advance(top_scores, beam_of, token_of, history, attended, finished, done, c
         for rank, (score, beam, token) in enumerate(zip(scores_list[b], beams_list[b], tokens_list[b])):
             if score == float("-inf") or kept == k:
                 break
-            prefix, positions = history[b * k + beam].tolist(), attended[b * k + beam].tolist()
             if token == EOS_ID:
                 if rank < k:  # as fairseq: only an </s> among the k best ends a hypothesis
+                    prefix, positions = histories[b * k + beam], attended_rows[b * k + beam]
                     score = _normalized(score, len(prefix) + 1, cfg.length_penalty)
                     finished[b].append((score, prefix, positions[:-1]))
             else:
-                keep_beam[b, kept], keep_token[b, kept], keep_score[b, kept] = beam, token, score
+                keep_beam[b][kept], keep_token[b][kept], keep_score[b][kept] = beam, token, score
                 kept += 1
         done[b] = len(finished[b]) >= k or kept == 0
-    return {"beam": keep_beam, "token": keep_token, "score": keep_score}
+    device = top_scores.device
+    return {
+        "beam": torch.tensor(keep_beam, dtype=torch.long, device=device),
+        "token": torch.tensor(keep_token, dtype=torch.long, device=device),
+        "score": torch.tensor(keep_score, dtype=torch.get_default_dtype(), device=device),
+    }

@@ -4,7 +4,8 @@ Fréchet distance on our own classifier's features (FCD), and class coverage.
 Parzen (Goodfellow et al. 2014, §5, after Breuleux et al. 2011): fit an isotropic Gaussian kernel
 density to generated samples, pick σ by the mean log-likelihood of validation images over a log
 grid, report the test images' mean log-likelihood and its standard error. Distances come from one
-matmul per batch of images, reused for every σ of the grid.
+matmul per batch of images, reused for every σ of the grid. Everything is computed on the samples'
+device (images are moved there batch by batch); only the figures returned come back to the host.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ PAPER_SIGMAS = torch.logspace(-1, 0, 10).tolist()  # the released parzen_ll.py's
 
 
 def squared_distances(images: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-    """(images, samples) ‖x − s‖², from (n, d) and (m, d), accumulated in float64."""
-    images, samples = images.double(), samples.double()
+    """(images, samples) ‖x − s‖², from (n, d) and (m, d), accumulated in float64 on the samples' device."""
+    images, samples = images.to(samples.device, non_blocking=True).double(), samples.double()
     return ((images**2).sum(1, keepdim=True) + (samples**2).sum(1) - 2 * images @ samples.T).clamp_min(0)
 
 
@@ -26,13 +27,13 @@ def nearest(samples: torch.Tensor, images: torch.Tensor, batch: int = 10_000) ->
     """For each sample, the index of the nearest image (Euclidean, on flattened pixels): the paper's
     Figure 2 shows it beside the samples, to show they are not memorised training images."""
     samples = samples.flatten(1)
-    best = torch.full((len(samples),), float("inf"), dtype=torch.float64)
-    index = torch.zeros(len(samples), dtype=torch.long)
+    best = torch.full((len(samples),), float("inf"), dtype=torch.float64, device=samples.device)
+    index = torch.zeros(len(samples), dtype=torch.long, device=samples.device)
     for start in range(0, len(images), batch):
         distances = squared_distances(images[start : start + batch].flatten(1), samples)
         closest, where = distances.min(0)
-        better = closest < best
-        best[better], index[better] = closest[better], where[better] + start
+        better = closest < best  # torch.where, not a boolean index: that would wait for the device
+        best, index = torch.where(better, closest, best), torch.where(better, where + start, index)
     return index
 
 
@@ -42,7 +43,7 @@ def parzen_log_likelihoods(
     """(len(sigmas), n) log p_σ(x) of each image under the Gaussian kernel density on ``samples``:
     log Σ_i exp(−‖x − s_i‖² / 2σ²) − log m − (d/2) log(2πσ²)."""
     num_samples, dim = samples.shape
-    sigma = torch.tensor(sigmas, dtype=torch.float64).view(-1, 1, 1)
+    sigma = torch.tensor(sigmas, dtype=torch.float64, device=samples.device).view(-1, 1, 1)
     out = []
     for start in range(0, len(images), batch_size):
         distances = squared_distances(images[start : start + batch_size], samples)  # (batch, m)

@@ -16,11 +16,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from data_shards.batches import TextBatch
 from data_shards.textio import normalize
 from data_shards.vocab import PAD_ID, UNK_ID, Vocab
 from dist_train.checkpoint import load_checkpoint
 from dist_train.decoding import BeamConfig, Hypothesis, beam_search
-from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig, teacher_forcing
+from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from dist_train.trainers.s2s_batch import model_inputs
 
 
 class TextCodec:
@@ -56,12 +58,13 @@ class TextCodec:
         return self._detokenizer.detokenize(tokens)
 
 
-def _padded(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+def _padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, longest) PAD_ID-padded tokens and (rows,) lengths, on the host."""
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    tokens = torch.full((len(rows), int(lengths.max())), PAD_ID, dtype=torch.long)
+    tokens = torch.full((len(rows), max(int(lengths.max()), 1)), PAD_ID, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return tokens.to(device), lengths.to(device)
+    return tokens, lengths
 
 
 def _by_length(rows: list[list[int]], batch_size: int) -> Iterator[list[int]]:
@@ -72,7 +75,10 @@ def _by_length(rows: list[list[int]], batch_size: int) -> Iterator[list[int]]:
 
 
 class Translator:
-    def __init__(self, checkpoints: list[Path], *, device: str = "cpu") -> None:
+    """Checkpoints' models on ``device``, decoding and scoring there. Source lengths stay on the host:
+    the encoder sorts by them, and a device copy would make every batch wait for the device."""
+
+    def __init__(self, checkpoints: list[Path], *, device: torch.device | str = "cpu") -> None:
         states = [load_checkpoint(Path(p)) for p in checkpoints]
         vocab = states[0]["vocab"]
         for path, state in zip(checkpoints[1:], states[1:]):
@@ -90,8 +96,12 @@ class Translator:
         cfg = Seq2SeqConfig(**state["config"]["model"])
         sizes = {f"{side}_vocab_size": len(state["vocab"]["tokens"][side]) for side in ("src", "tgt")}
         model = Seq2Seq(cfg, **sizes)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["model"])  # loaded on the host, so the optimizer's state never reaches the device
         return model.to(self.device).eval()
+
+    @property
+    def vocab_sizes(self) -> tuple[int, int]:
+        return len(self.src.vocab), len(self.tgt.vocab)
 
     def translate(
         self,
@@ -108,8 +118,8 @@ class Translator:
         outputs = [""] * len(lines)
         batches = list(_by_length(rows, batch_size))
         for batch in tqdm(batches, desc=f"translate (beam {beam.beam})", unit="batch", disable=not progress):
-            tokens, lengths = _padded([rows[i] for i in batch], self.device)
-            for i, hypothesis in zip(batch, beam_search(self.models, tokens, lengths, beam)):
+            tokens, lengths = _padded([rows[i] for i in batch])
+            for i, hypothesis in zip(batch, beam_search(self.models, tokens.to(self.device), lengths, beam)):
                 outputs[i] = self.tgt.detokenize(self.target_tokens(hypothesis, source_tokens[i], replace_unk))
         return outputs
 
@@ -125,18 +135,21 @@ class Translator:
         """exp(mean NLL per reference token incl. </s>); an ensemble's probabilities are averaged."""
         pairs = [(self.src.encode(s), self.tgt.encode(r)) for s, r in zip(sources, references)]
         pairs = [(s, r) for s, r in pairs if s]
-        nll, count = 0.0, 0
+        nll, count = torch.zeros((), dtype=torch.float64, device=self.device), 0
         for batch in _by_length([s for s, _ in pairs], batch_size):
-            src, src_lengths = _padded([pairs[i][0] for i in batch], self.device)
-            tgt, tgt_lengths = _padded([pairs[i][1] or [PAD_ID] for i in batch], self.device)
-            tgt_lengths = torch.tensor([len(pairs[i][1]) for i in batch], device=self.device)
-            decoder_in, targets = teacher_forcing(tgt, tgt_lengths)
-            mask = targets != PAD_ID
-            log_probs = torch.stack([-m(src, src_lengths, decoder_in, mask, targets[mask]) for m in self.models])
-            log_probs = torch.logsumexp(log_probs, dim=0) - math.log(len(self.models))  # (tokens,)
-            nll -= log_probs.sum().item()
-            count += int(mask.sum())
-        return math.exp(nll / max(count, 1))
+            inputs = model_inputs(_text_batch([pairs[i] for i in batch]), self.vocab_sizes, self.device)
+            log_probs = torch.stack([-m(*inputs.as_args()) for m in self.models])  # (models, tokens)
+            nll -= (torch.logsumexp(log_probs, dim=0) - math.log(len(self.models))).sum()
+            count += inputs.num_targets
+        return math.exp(nll.item() / max(count, 1))  # the one wait for the device
+
+
+def _text_batch(pairs: list[tuple[list[int], list[int]]]) -> TextBatch:
+    """(source ids, reference ids) pairs as the reader would batch them, on the host."""
+    src_tokens, src_lengths = _padded([src for src, _ in pairs])
+    tgt_tokens, tgt_lengths = _padded([tgt for _, tgt in pairs])
+    ids = torch.arange(len(pairs))
+    return TextBatch(src_tokens, src_lengths, tgt_tokens, tgt_lengths, sample_ids=ids, src_text=[], tgt_text=[])
 
 
 def replace_unknowns(tokens: list[str], hypothesis: Hypothesis, source: list[str]) -> list[str]:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import torch
 from conftest import WMT, run_cli
+
+from data_shards.errors import DataError
+from dist_train.gan_metrics import nearest, parzen_log_likelihoods, squared_distances
+from dist_train.models.gan import GanModelConfig, build_gan
+from launcher.commands.evaluate_gan import generate
+from launcher.commands.translate import inference_device
 
 EN = WMT / "newstest2014-plain-derived" / "newstest2014.en"
 FR = WMT / "newstest2014-plain-derived" / "newstest2014.fr"
@@ -128,3 +136,51 @@ def test_gan_refuses_text_shards_and_says_where_mnist_comes_from(newstest_small_
     missing = run_cli("gan", "--preset", "tiny", "--data-root", tmp_path, "--run-dir", tmp_path / "r",
                       env={"DIST_TRAIN_SHARDS": str(tmp_path / "shards")})  # fmt: skip
     one_error_line(missing, tmp_path, "train-images-idx3-ubyte.gz")
+
+
+# --- --device for translate, evaluate and evaluate-gan --------------------------------------------
+
+
+def pretend_gpus(monkeypatch, count: int) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_device_auto_is_the_first_gpu_when_one_is_visible(monkeypatch):
+    pretend_gpus(monkeypatch, 2)
+    assert inference_device("auto") == torch.device("cuda:0")
+    assert inference_device("cuda:1") == torch.device("cuda:1") and inference_device("cpu") == torch.device("cpu")
+    with pytest.raises(DataError, match="sees only 2 GPU"):
+        inference_device("cuda:2")
+    pretend_gpus(monkeypatch, 0)
+    assert inference_device("auto") == torch.device("cpu")
+    with pytest.raises(DataError, match="no GPU is visible"):
+        inference_device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU that is not there")
+@pytest.mark.parametrize("job", ["translate", "evaluate", "evaluate-gan"])
+def test_device_cuda_without_a_gpu_is_one_line(job, tmp_path):
+    one_error_line(run_cli(job, "--checkpoint", tmp_path / "none.pt", "--device", "cuda"), "--device cuda", "no GPU")
+
+
+def test_device_that_is_not_one_is_a_usage_error(tmp_path):
+    result = run_cli("translate", "--checkpoint", tmp_path / "none.pt", "--device", "gpu")
+    assert result.returncode == 2 and "'gpu' is not auto, cpu, cuda or cuda:N" in result.stderr
+    assert "auto|cpu|cuda|cuda:N" in run_cli("evaluate-gan", "--help").stdout
+
+
+def test_gan_samples_and_their_scores_stay_on_the_device():
+    """On ``meta`` (a device without data, no GPU needed): a tensor left on the host would fail or show."""
+    cfg = GanModelConfig(z_dim=4, g_hidden=8)
+    state = {
+        "config": {"model": dataclasses.asdict(cfg)},
+        "image_shape": [1, 28, 28],
+        "generator": build_gan(cfg, (1, 28, 28))[0].state_dict(),
+    }
+    samples, _ = generate(state, 1500, seed=0, use_ema=True, device=torch.device("meta"))
+    assert samples.device.type == "meta" and samples.shape == (1500, 1, 28, 28)
+    host_images = torch.rand(5, 784)
+    assert squared_distances(host_images, samples.flatten(1)).device.type == "meta"
+    assert parzen_log_likelihoods(host_images, samples.flatten(1), [0.1, 1.0]).device.type == "meta"
+    assert nearest(samples[:3], host_images).device.type == "meta"

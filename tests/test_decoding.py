@@ -9,10 +9,12 @@ import pytest
 import torch
 from conftest import HEADS, WMT, map_sources_for_copying, run_cli
 
+from data_shards import TextBatch
 from data_shards.vocab import BOS_ID, EOS_ID, UNK_ID
 from dist_train.decoding import BeamConfig, Hypothesis, beam_search
 from dist_train.evaluation import bleu
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from dist_train.trainers.s2s_batch import model_inputs
 from dist_train.translation import Translator, replace_unknowns
 
 SRC_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-src.en.sgm"
@@ -28,10 +30,11 @@ def random_model(seed=0, vocab=7, head="plain"):
 
 
 def sequence_log_prob(model, src, lengths, tokens):
-    """log p(tokens </s> | src) by teacher forcing (with copying: of the mixture)."""
-    decoder_in = torch.tensor([[BOS_ID, *tokens]])
-    targets = torch.tensor([[*tokens, EOS_ID]])
-    return -model(src, lengths, decoder_in, torch.ones_like(targets, dtype=torch.bool), targets.view(-1)).sum().item()
+    """log p(tokens </s> | src) by teacher forcing (with copying: of the mixture), as training scores it."""
+    target = torch.tensor([tokens], dtype=torch.long)
+    batch = TextBatch(src, lengths, target, torch.tensor([len(tokens)]), torch.zeros(1), src_text=[], tgt_text=[])
+    sizes = (model.src_embed.num_embeddings, model.tgt_embed.num_embeddings)
+    return -model(*model_inputs(batch, sizes, torch.device("cpu")).as_args()).sum().item()
 
 
 def teacher_forced_attention(model, src, lengths, tokens):
@@ -99,6 +102,13 @@ def test_ensemble_of_one_model_twice_equals_the_model(tiny_checkpoint):
     assert abs(single.perplexity(sources, references) / double.perplexity(sources, references) - 1) < 1e-9
 
 
+def test_translator_puts_every_weight_on_its_device(tiny_checkpoint):
+    """On ``meta`` (a device without data, no GPU needed): a weight left on the host would show."""
+    translator = Translator([tiny_checkpoint, tiny_checkpoint], device="meta")
+    tensors = [t for model in translator.models for t in (*model.parameters(), *model.buffers())]
+    assert tensors and {t.device.type for t in tensors} == {"meta"}
+
+
 def test_bleu_of_the_references_themselves_is_100():
     refs = (WMT / "newstest2014-plain-derived" / "newstest2014.fr").read_text().splitlines()[:50]
     scores = bleu(refs, refs, "fr")
@@ -111,7 +121,7 @@ def test_translate_writes_one_line_per_input_line(tiny_checkpoint, tmp_path):
     lines = ["The house is small.", "", "Parliament does not support the amendment.", "Hello"]
     source = tmp_path / "in.en"
     source.write_text("\n".join(lines) + "\n")
-    result = run_cli("translate", "--checkpoint", tiny_checkpoint, "--beam", "2", "--input", source)
+    result = run_cli("translate", "--checkpoint", tiny_checkpoint, "--beam", "2", "--input", source, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.split("\n")) - 1 == len(lines) and result.stdout.split("\n")[1] == ""
 
@@ -136,6 +146,7 @@ def test_evaluate_prints_bleu_and_perplexity_on_sgm(tiny_checkpoint):
     assert {"bleu", "bleu_signature", "bleu_tokenized", "perplexity", "num_sentences"} <= set(summary)
     assert summary["bleu_copy_baseline"] > 1, "English copied into French shares names, numbers, punctuation"
     assert summary["num_sentences"] == 40 and 1 < summary["perplexity"] < 2000
+    assert summary["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # --device auto
 
 
 def test_evaluate_defaults_to_newstest2014(tiny_checkpoint, tmp_path):

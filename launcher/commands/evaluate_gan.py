@@ -17,6 +17,7 @@ from dist_train.trainers.gan_samples import image_grid, save_png, to_uint8
 from launcher.commands.common import print_summary, record_evaluation, say
 from launcher.commands.gan import mnist_shards
 from launcher.commands.train_classifier import DEFAULT_PATH, ensure_classifier
+from launcher.commands.translate import add_device_flag, inference_device
 
 NAME = "evaluate-gan"
 MNIST_SHAPE = (1, 28, 28)
@@ -53,28 +54,33 @@ def add_parser(jobs) -> None:
         "the training image nearest the sample beside it); default: MNIST's train split for MNIST-sized samples",
     )
     p.add_argument("--seed", type=int, default=0)
+    add_device_flag(p)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
     p.set_defaults(run=run, parser=p)
 
 
 @torch.no_grad()
-def generate(state: dict, num: int, seed: int, use_ema: bool) -> tuple[torch.Tensor, GanModelConfig]:
-    """``num`` samples (num, channels, height, width) in [0, 1] from a gan checkpoint."""
+def generate(
+    state: dict, num: int, seed: int, use_ema: bool, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, GanModelConfig]:
+    """``num`` samples (num, channels, height, width) in [0, 1] from a gan checkpoint, made on
+    ``device``. The noise is drawn on the host, so a seed gives the same samples on any device."""
     cfg = GanModelConfig(**state["config"]["model"])
     generator = build_gan(cfg, tuple(state["image_shape"]))[0]
     generator.load_state_dict(state["generator_ema" if use_ema and "generator_ema" in state else "generator"])
-    generator.eval()
+    generator.to(device).eval()
     noise = torch.Generator().manual_seed(seed)
     low, high = cfg.pixel_range
-    batches = [generator(sample_noise(cfg, min(1000, num - i), noise)) for i in range(0, num, 1000)]
+    batches = [generator(sample_noise(cfg, min(1000, num - i), noise, device)) for i in range(0, num, 1000)]
     return (torch.cat(batches) - low) / (high - low), cfg
 
 
 def classifier_figures(args, samples: torch.Tensor, test_images: torch.Tensor) -> dict:
+    """FCD, class coverage and the classifier's accuracy, computed on the samples' device."""
     _, accuracy = ensure_classifier(args.classifier, ClassifierConfig(), None, None, args.data_root, progress=True)
-    classifier, _ = load_classifier(args.classifier)
+    classifier = load_classifier(args.classifier)[0].to(samples.device)
     with torch.no_grad():
-        test_features = torch.cat([classifier.features(pixels(x)) for x in test_images.split(1000)])
+        test_features = torch.cat([classifier.features(pixels(x.to(samples.device))) for x in test_images.split(1000)])
         sample_features = torch.cat([classifier.features(x) for x in samples.split(1000)])
         predicted = torch.cat([classifier.output(f) for f in sample_features.split(1000)]).argmax(1)
     return {
@@ -89,8 +95,8 @@ YELLOW = (255, 210, 0)
 
 def nearest_figure(samples: torch.Tensor, train_images: torch.Tensor, rows: int = 6, columns: int = 5) -> np.ndarray:
     """The paper's Figure 2: ``rows`` rows of ``columns`` samples, each row ending with the training
-    image nearest its last sample, that column outlined in yellow (RGB)."""
-    shown = samples[: rows * columns]
+    image nearest its last sample, that column outlined in yellow (RGB). Made on the host."""
+    shown = samples[: rows * columns].cpu()
     last = shown[columns - 1 :: columns]
     closest = pixels(train_images[nearest(last, pixels(train_images))])
     tiles = torch.cat([shown.view(rows, columns, *shown.shape[1:]), closest[:, None]], dim=1).flatten(0, 1)
@@ -118,11 +124,12 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.monotonic()
+    device = inference_device(args.device)
     checkpoint = newest_in(args.checkpoint)
     state = load_checkpoint(checkpoint)
     if "generator" not in state:
         args.parser.error(f"{checkpoint} is not a gan checkpoint")
-    samples, cfg = generate(state, args.num_samples, args.seed, not args.no_ema)
+    samples, cfg = generate(state, args.num_samples, args.seed, not args.no_ema, device)
     valid_images, _ = images_of(args.valid or mnist_shards("valid", args.data_root, NAME))
     test_images, _ = images_of(args.test or mnist_shards("test", args.data_root, NAME))
     if tuple(valid_images.shape[1:]) != tuple(samples.shape[1:]):
@@ -130,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
             f"the generator makes {tuple(samples.shape[1:])} images, the data are {tuple(valid_images.shape[1:])}"
         )
     say(f"{NAME}: Parzen window on {len(samples)} samples, {len(valid_images)} valid, {len(test_images)} test images")
-    figures = parzen_score(samples, pixels(valid_images), pixels(test_images))
+    valid, test = (pixels(images.to(device)) for images in (valid_images, test_images))  # moved as uint8
+    figures = parzen_score(samples, valid, test)
     if tuple(samples.shape[1:]) == MNIST_SHAPE:
         figures.update(classifier_figures(args, samples, test_images))
     grid_path = args.grid or checkpoint.parent.parent / "samples" / "evaluate.png"
@@ -145,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(checkpoint),
         "arch": cfg.arch,
         "num_samples": len(samples),
+        "device": str(device),
         **{k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()},
         "grid": str(grid_path),
         "seconds": round(time.monotonic() - started, 1),

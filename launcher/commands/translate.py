@@ -51,7 +51,47 @@ def add_decoding_flags(p: argparse.ArgumentParser) -> None:
         "the source token it attended to most (Luong et al., 2015)",
     )
     p.add_argument("--batch-size", type=int, default=32, help="sentences decoded together")
+    add_device_flag(p)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+
+
+def add_device_flag(p: argparse.ArgumentParser) -> None:
+    """``--device``, for commands that load a checkpoint's model and run it (read it with
+    ``inference_device(args.device)``)."""
+    p.add_argument(
+        "--device",
+        type=device_name,
+        default="auto",
+        metavar="auto|cpu|cuda|cuda:N",
+        help="where the model runs: auto is the first GPU when one is visible, else the CPU; "
+        "cuda or cuda:N is an error when that GPU is not visible",
+    )
+
+
+def device_name(text: str) -> str:
+    """argparse's check of ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    try:
+        kind = "auto" if text == "auto" else torch.device(text).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("auto", "cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, cpu, cuda or cuda:N")
+    return text
+
+
+def inference_device(requested: str) -> torch.device:
+    """The device ``--device`` names, checked against the GPUs this process sees: ``auto`` is the
+    first GPU when one is visible, else the CPU. A DataError (one line) when the GPU asked for is
+    not visible."""
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if requested == "auto":
+        return torch.device("cuda:0" if visible else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not visible:
+        raise DataError(None, f"--device {requested}, but no GPU is visible to this process (use cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= visible:
+        raise DataError(None, f"--device {requested}, but this process sees only {visible} GPU(s), from cuda:0")
+    return device
 
 
 def add_parser(jobs) -> None:
@@ -91,11 +131,12 @@ def read_sentences(path: Path) -> list[str]:
 def translator(args) -> tuple[Translator, BeamConfig]:
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = inference_device(args.device)
     checkpoints = [newest_in(path) for path in args.checkpoint]
     beam = make_config(
         args.parser, BeamConfig, beam=args.beam, length_penalty=args.length_penalty, unk_penalty=args.unk_penalty
     )
-    return Translator(checkpoints), beam
+    return Translator(checkpoints, device=device), beam
 
 
 def run_translate(args: argparse.Namespace) -> int:
@@ -140,6 +181,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "perplexity": round(perplexity, 4),
         "num_sentences": len(sources),
         "beam": beam.beam,
+        "device": str(model.device),
         "checkpoints": [str(c) for c in checkpoints],
         "translate_seconds": round(seconds, 2),
     }

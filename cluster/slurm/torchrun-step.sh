@@ -1,4 +1,5 @@
-# The body of s2s.sbatch and gan.sbatch (sourced by them, after their site-specific lines and JOB).
+# The body of s2s.sbatch, gan.sbatch and preflight.sbatch (sourced by them, after their site-specific
+# lines and JOB).
 #
 # One multi-node training job: srun starts one torchrun per node; torchrun starts one process per
 # replica and they meet at the first node (c10d rendezvous). The batch script's arguments go to the
@@ -6,7 +7,7 @@
 # the job, which checkpoints at the next step and exits; then the job requeues itself, and the rerun
 # resumes from that checkpoint (--resume auto in the same run directory, named by the job id).
 set -uo pipefail
-JOB=${JOB:?set by s2s.sbatch or gan.sbatch}
+JOB=${JOB:?set by s2s.sbatch, gan.sbatch or preflight.sbatch}
 cd "${SLURM_SUBMIT_DIR:-.}"
 [ -f "$VENV/bin/activate" ] && source "$VENV/bin/activate"
 PYTHON=${PYTHON:-python}
@@ -18,6 +19,12 @@ if [ "$GPUS_PER_NODE" -gt 0 ]; then nproc=$((GPUS_PER_NODE / DEVICES_PER_REPLICA
 run_dir=${RUN_DIR:-runs/slurm/$SLURM_JOB_NAME-$SLURM_JOB_ID}
 echo "batch: job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}) on $SLURM_JOB_NODELIST," \
   "head $head_addr:$rdzv_port, $nproc process(es) per node, run dir $run_dir"
+
+if [ "$JOB" = preflight ]; then  # a measurement: nothing to resume; the replicas laid out as the job's
+  job_flags=(--run-dir "$run_dir" --devices-per-replica "$DEVICES_PER_REPLICA")
+else
+  job_flags=(--run-dir "$run_dir" --resume auto)
+fi
 
 # torchrun --max-restarts: workers of a restarted group must not share the rendezvous store with the
 # agent, or they can read their peers' addresses from the previous attempt (pytorch/pytorch#135712)
@@ -36,7 +43,7 @@ srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \
   --nnodes "$SLURM_NNODES" --nproc_per_node "$nproc" \
   --rdzv_backend c10d --rdzv_endpoint "$head_addr:$rdzv_port" --rdzv_id "$SLURM_JOB_ID" \
   --signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
-  -m launcher.main "$JOB" --run-dir "$run_dir" --resume auto "$@" &
+  -m launcher.main "$JOB" "${job_flags[@]}" "$@" &
 step=$!
 while :; do  # bash runs a trap only once wait returns: wait again until the step has ended
   wait "$step"

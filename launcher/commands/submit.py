@@ -1,4 +1,4 @@
-"""``submit s2s|gan``: render cluster/slurm/<job>.sbatch for N nodes and G GPUs each, and sbatch it.
+"""``submit s2s|gan|preflight``: render cluster/slurm/<job>.sbatch for N nodes and G GPUs each, and sbatch it.
 
 Only the script's site-specific block changes: ``--nodes``, ``--gpus-per-node`` (uncommented when
 G > 0), ``--partition``/``--account``/``--time`` when given, and the defaults of GPUS_PER_NODE,
@@ -19,17 +19,18 @@ from launcher.paths import PROJECT_ROOT
 
 NAME = "submit"
 TEMPLATES = PROJECT_ROOT / "cluster" / "slurm"
-JOBS = ("s2s", "gan")
+JOBS = ("s2s", "gan", "preflight")
 
 
 def add_parser(jobs) -> None:
     p = jobs.add_parser(
         NAME,
-        help="submit a multi-node s2s or gan job to Slurm (renders cluster/slurm/<job>.sbatch)",
+        help="submit a multi-node s2s, gan or preflight job to Slurm (renders cluster/slurm/<job>.sbatch)",
         description="Render cluster/slurm/JOB.sbatch with the node and GPU counts given, keep it in "
         "runs/slurm/, and submit it with sbatch from the repository root; arguments after the options "
         "go to the job after -- (e.g. -- --preset paper max_minutes=600). The job checkpoints on SIGUSR1/SIGTERM "
-        "(Slurm warns 120 s before preemption or the time limit), requeues itself and resumes.",
+        "(Slurm warns 120 s before preemption or the time limit), requeues itself and resumes. preflight "
+        "measures every node with the same layout first (e.g. -- --data SHARDS --run-dir /scratch/RUN).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("job", choices=JOBS)

@@ -14,11 +14,13 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from data_shards.errors import DataError
+from dist_train import flight_recorder
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +35,7 @@ class Topology:
     node_name: str = field(default_factory=socket.gethostname)
     devices: tuple[str, ...] = ("cpu",)
     collective_timeout_s: float = 600.0  # how long a collective waits for a peer before it fails
+    trace_dir: str | None = None  # where the flight recorder dumps when a collective fails (None: nowhere)
 
     @property
     def replica_rank(self) -> int:
@@ -67,13 +70,14 @@ def _env_int(names: tuple[str, ...], default: int) -> int:
 DEVICE_KINDS = ("auto", "cpu", "cuda")
 
 
-def device_kind(requested: str = "auto") -> str:
-    """``cpu`` or ``cuda``: ``parallel.device``, where ``auto`` means CUDA when a GPU is visible."""
+def device_kind(requested: str = "auto", setting: str = "parallel.device=") -> str:
+    """``cpu`` or ``cuda``: what ``requested`` (auto|cpu|cuda; ``setting`` names it in errors) means
+    here, where ``auto`` is CUDA when a GPU is visible."""
     if requested not in DEVICE_KINDS:
-        raise ValueError(f"parallel.device must be one of {', '.join(DEVICE_KINDS)}, not {requested!r}")
+        raise ValueError(f"{setting.rstrip('= ')} must be one of {', '.join(DEVICE_KINDS)}, not {requested!r}")
     visible = torch.cuda.is_available()
     if requested == "cuda" and not visible:
-        raise DataError(None, "parallel.device=cuda, but no GPU is visible to this process (use cpu or auto)")
+        raise DataError(None, f"{setting}cuda, but no GPU is visible to this process (use cpu or auto)")
     if requested == "auto":
         return "cuda" if visible else "cpu"
     return requested
@@ -102,8 +106,11 @@ def backend_for(devices: tuple[str, ...]) -> str:
     return "cpu:gloo,cuda:nccl" if any(d.startswith("cuda") for d in devices) else "gloo"
 
 
-def init_distributed(*, devices_per_replica: int = 1, device: str = "auto", timeout_s: float = 600.0) -> Topology:
-    """Build the topology from the environment and join the process group when there are peers."""
+def init_distributed(
+    *, devices_per_replica: int = 1, device: str = "auto", timeout_s: float = 600.0, trace_dir: Path | None = None
+) -> Topology:
+    """Build the topology from the environment and join the process group when there are peers. With
+    ``trace_dir``, the flight recorder keeps the last collectives and a failed one is dumped there."""
     world_size = _env_int(("WORLD_SIZE", "SLURM_NTASKS"), 1)
     rank = _env_int(("RANK", "SLURM_PROCID"), 0)
     local_rank = _env_int(("LOCAL_RANK", "SLURM_LOCALID"), 0)
@@ -119,6 +126,12 @@ def init_distributed(*, devices_per_replica: int = 1, device: str = "auto", time
             "peers' addresses from the previous attempt; export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (pytorch#135712)",
             file=sys.stderr,
         )
+    if world_size > 1 and trace_dir is not None:
+        flight_recorder.configure(trace_dir)
+    else:
+        trace_dir = None
+    if backend != "gloo":
+        surface_nccl_errors()
     if world_size > 1 and not dist.is_initialized():
         join(backend, rank, world_size, timeout_s)
     return Topology(
@@ -131,7 +144,15 @@ def init_distributed(*, devices_per_replica: int = 1, device: str = "auto", time
         backend=backend,
         devices=devices,
         collective_timeout_s=timeout_s,
+        trace_dir=None if trace_dir is None else str(trace_dir),
     )
+
+
+def surface_nccl_errors() -> None:
+    """A timed-out or failed NCCL collective aborts its communicator and raises in this process, where
+    the loop names the rank and the operation, instead of NCCL's watchdog ending the process (SIGABRT)
+    before anything is said (PyTorch's default, TORCH_NCCL_ASYNC_ERROR_HANDLING=3). A user's setting wins."""
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
 
 
 def join(backend: str, rank: int, world_size: int, timeout_s: float) -> None:
@@ -203,9 +224,12 @@ def peer_failure(err: BaseException, topology: Topology, operation: str) -> Peer
         return None
     start = max(text.rfind("] ", 0, found.start()), text.rfind(": ", 0, found.start())) + 2  # the backend's words
     cause = text[max(start, 0) :].split(" At: ")[0][:200]
+    trace_dir = None if topology.trace_dir is None else Path(topology.trace_dir)
+    recorded = flight_recorder.record_failure(trace_dir, topology.rank, topology.world_size)
     return PeerError(
         f"rank {topology.rank} (node {topology.node_name}): {operation} failed: a peer died or did not answer "
         f"within parallel.collective_timeout_s={topology.collective_timeout_s:g} s ({cause})"
+        + (f"; {recorded}" if recorded else "")
     )
 
 

@@ -17,7 +17,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def capture() -> dict:
+def replica_gpus(devices: tuple[str, ...]) -> list[torch.device]:
+    """This replica's distinct GPUs, in its order (the RNG states it owns)."""
+    return [torch.device(d) for d in dict.fromkeys(devices) if d.startswith("cuda")]
+
+
+def capture(devices: tuple[str, ...] = ()) -> dict:
+    """Every generator's state; of the GPUs, only this replica's ``devices`` (touching every visible GPU
+    would create a CUDA context on each, in every process)."""
     version, keys, gauss = random.getstate()
     kind, np_keys, pos, has_gauss, cached = np.random.get_state()
     state = {
@@ -31,12 +38,14 @@ def capture() -> dict:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if gpus := replica_gpus(devices):
+        state["cuda"] = [torch.cuda.get_rng_state(device) for device in gpus]
     return state
 
 
-def restore(state: dict) -> None:
+def restore(state: dict, devices: tuple[str, ...] = ()) -> None:
+    """The states ``capture`` took; the replica's i-th GPU gets the i-th saved GPU state, so a run resumed
+    on other GPU indices, or on fewer GPUs (their states are left as seeded), or on the CPU, still loads."""
     py = state["python"]
     random.setstate((py["version"], tuple(py["keys"].tolist()), py["gauss"]))
     npy = state["numpy"]
@@ -44,5 +53,5 @@ def restore(state: dict) -> None:
         (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    for saved, device in zip(state.get("cuda", []), replica_gpus(devices)):
+        torch.cuda.set_rng_state(saved, device)

@@ -64,17 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line as a job takes it. argparse ends a job's positionals at its first option, so
+    ``key=value`` overrides given after options arrive as extras; anything else is an unknown argument."""
     args, extra = parser.parse_known_args(argv)
-    # argparse ends a job's positionals at its first option, so key=value overrides given after
-    # options arrive here; anything else is an unknown argument.
     if extra and hasattr(args, "job_args"):  # submit: what follows -- is the submitted job's
         args.job_args = [*args.job_args, *(extra[1:] if extra[0] == "--" else extra)]
     elif extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     try:

@@ -15,11 +15,18 @@ import torch
 from data_shards import ShardImagesConfig, ShardTextConfig, shard_images, shard_text
 from data_shards.bench import wmt_train_files
 from data_shards.vocab import UNK_ID
+from dist_train.precision import configure_numerics
 from launcher.paths import PROJECT_ROOT, shared_data
 
 DATA = shared_data()
 WMT = DATA / "wmt14-en-fr"
 NEWSTEST_2008_2011 = ("news-test2008", "newstest2009", "newstest2010", "newstest2011")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def full_fp32():
+    """Parity tests compare to 1e-5: no TF32 on a GPU (cuDNN uses it by default)."""
+    configure_numerics(tf32=False, deterministic=False)
 
 
 @pytest.fixture(scope="session")
@@ -136,6 +143,7 @@ def torchrun(*args, data, run_dir, steps=6, overrides=(), env=None):
         str(run_dir),
         f"max_steps={steps}",
         "log_every=2",
+        "parallel.device=cpu",  # several processes: on a 1-GPU machine they could not each have a GPU
         *overrides,
     ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -124,7 +124,8 @@ def test_a_job_starts_under_deepspeeds_own_launcher(newstest_small_shards, tmp_p
     launcher = Path(sys.executable).with_name("deepspeed")
     command = [str(launcher), "--num_gpus", "2", "--master_port", str(free_port()), "--module", "launcher.main",
                "s2s", "--preset", "tiny", "--data", str(newstest_small_shards), "--run-dir", str(tmp_path / "run"),
-               "max_steps=4", "threads=1", "metrics.port=0", "parallel.engine=deepspeed"]  # fmt: skip
+               "max_steps=4", "threads=1", "metrics.port=0", "parallel.engine=deepspeed",
+               "parallel.device=cpu"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     ours = [line for line in result.stdout.splitlines() if line.startswith("{")]  # the launcher logs to stdout too

@@ -59,7 +59,7 @@ def test_stop_and_resume_gives_the_same_losses(mnist_5k_shards, tmp_path):
 def torchrun_gan(data, run_dir, *overrides):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "launcher.main", "gan", "--preset", "tiny", "--data", str(data), "--run-dir", str(run_dir),
-               "max_steps=6", "log_every=2", "threads=1", *overrides]  # fmt: skip
+               "max_steps=6", "log_every=2", "threads=1", "parallel.device=cpu", *overrides]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

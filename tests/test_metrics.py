@@ -40,17 +40,19 @@ def value(sink: PrometheusSink, name: str, **extra) -> float | None:
 
 def test_steps_are_counted_and_timed():
     sink = PrometheusSink(LABELS, torch.device("cpu"))
-    step = {"source_words": 100, "target_words": 120, "samples": 4, "loss": 2.5, "learning_rate": 0.7}
+    step = {"source_words": 100, "target_words": 120, "samples": 4, "learning_rate": 0.7}
     phases = {"data_wait": 0.01, "compute": 0.2, "communication": 0.003, "step": 0.213}
     sink.observe_step(1, step, phases)
-    sink.observe_step(2, {**step, "loss": 2.0, "skipped_steps": 1, "corrupt_samples": 3}, phases)
+    sink.observe_step(2, {**step, "skipped_steps": 1, "corrupt_samples": 3}, phases)
     assert value(sink, "dist_train_source_words_total") == 200
     assert value(sink, "dist_train_target_words_total") == 240
     assert value(sink, "dist_train_samples_total") == 8
     assert value(sink, "dist_train_steps_total") == 2
     assert value(sink, "dist_train_skipped_steps_total") == 1
     assert value(sink, "dist_train_corrupt_samples_total") == 3
-    assert value(sink, "dist_train_loss") == 2.0 and value(sink, "dist_train_learning_rate") == 0.7
+    assert value(sink, "dist_train_learning_rate") == 0.7
+    sink.write(2, {"loss": 2.25, "grad_norm": 1.5, "words_per_s": 10.0, "epoch": 0.1})  # a logging interval
+    assert value(sink, "dist_train_loss") == 2.25 and value(sink, "dist_train_grad_norm") == 1.5
     assert value(sink, "dist_train_step_seconds_count") == 2
     assert value(sink, "dist_train_step_phase_seconds_sum", phase="compute") == pytest.approx(0.4)
     assert value(sink, "dist_train_memory_bytes", kind="rss") > 10e6
@@ -68,8 +70,12 @@ def test_without_a_terminal_the_progress_bar_prints_plain_lines(capsys):
 
 def test_gan_steps_export_images_and_both_losses():
     sink = PrometheusSink({**LABELS, "job": "gan"}, torch.device("cpu"))
-    sink.observe_step(1, GanStep(100, 0.6, 0.7, 0.3, 1.2, 0.1).values(), {})
-    sink.observe_step(2, GanStep(100, 0.5, 0.8, 0.2, None, 0.1).values(), {})  # a D-only step (k > 1)
+    figures = [torch.tensor(x) for x in (0.6, 0.7, 0.3, 1.2)]  # on the device in training
+    sink.observe_step(1, GanStep(100, *figures, 0.1).values(), {})
+    sink.observe_step(2, GanStep(100, *figures[:3], None, 0.1).values(), {})  # a D-only step (k > 1)
+    # a step's values are host numbers: a device tensor among them would make every step wait for the device
+    assert all(type(v) in (int, float) for v in GanStep(100, *figures, 0.1).values().values())
+    sink.write(2, {"d_loss": 0.5, "g_loss": 1.2, "d_real": 0.8, "d_fake": 0.2, "images_per_s": 9.0})
     gan = {"job": "gan"}
     assert value(sink, "dist_train_images_total", **gan) == 200 == value(sink, "dist_train_samples_total", **gan)
     assert value(sink, "dist_train_d_loss", **gan) == 0.5 and value(sink, "dist_train_g_loss", **gan) == 1.2

@@ -118,6 +118,9 @@ def test_a_hung_peer_fails_the_job_within_the_collective_timeout_naming_rank_and
     assert f"failed: a peer died or did not answer within parallel.collective_timeout_s={timeout} s" in line
     # what rank 0 was doing when its peer stopped: a step, the agreement after it, or the step-4 checkpoint
     assert "at step " in line and any(f"): {what} at step " in line for what in PHASES.values())
+    # the flight recorder (gloo records too): rank 0's dump, the collective it waits at, the rank that sent none
+    assert (run_dir / "flight_recorder" / "rank_0.json").is_file() and "rank 0 waits at collective #" in line
+    assert "no flight-recorder dump from rank(s) 1 within" in line
 
 
 def test_a_head_that_never_answers_is_a_one_line_error_after_the_timeout(newstest_small_shards, tmp_path):

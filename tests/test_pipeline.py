@@ -128,6 +128,9 @@ def test_paper_layout_pipeline_matches_the_plain_model(newstest_small_shards, ki
 @pytest.mark.parametrize("head", ["attention", "copy"])
 def test_beam_search_on_the_paper_layout_is_identical(newstest_small_shards, kind, head):
     plain = plain_model(head).eval()
+    with torch.no_grad():  # a random model's choices are near ties that another kernel's rounding could flip:
+        plain.output.weight.mul_(30)  # sharpen the softmax and attention so that identity is a fair test
+        plain.attention_score.weight.mul_(30)
     placed = place(copy.deepcopy(plain), plan_layout(4, devices(kind), softmax_shards=4)).eval()
     batch = real_batch(newstest_small_shards)
     inputs = model_inputs(batch, VOCAB, torch.device("cpu"))

@@ -22,7 +22,7 @@ def small_model(**kw):
 def sentence_losses(model, src, src_lengths, decoder_in, targets) -> list[torch.Tensor]:
     """The model's per-token losses (with copying, of the mixture), split by sentence."""
     mask = targets != PAD_ID
-    flat = model(src, src_lengths, decoder_in, mask, targets[mask])
+    flat = model(src, src_lengths, decoder_in, mask.flatten().nonzero().squeeze(1), targets[mask])
     return list(flat.split(mask.sum(dim=1).tolist()))
 
 

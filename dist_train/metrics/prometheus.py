@@ -39,14 +39,14 @@ COUNTERS = {
     "skipped_steps": "steps whose update was skipped (fp16 overflow, non-finite gradients)",
     "corrupt_samples": "planned samples the reader left out as corrupt (data.skip_corrupt)",
 }
-GAUGES = {
-    "loss": "the latest step's training loss (nats per target word)",
-    "d_loss": "the latest step's discriminator loss",
-    "g_loss": "the latest step's generator loss",
-    "d_real": "the latest step's mean D(x) on real images",
-    "d_fake": "the latest step's mean D(G(z)) on generated images",
+GAUGES = {  # the losses and norms are read off the device once a logging interval: no step waits for them
+    "loss": "training loss over the latest logging interval (nats per target word), all replicas",
+    "d_loss": "discriminator loss over the latest logging interval, all replicas",
+    "g_loss": "generator loss over the latest logging interval, all replicas",
+    "d_real": "mean D(x) on real images over the latest logging interval",
+    "d_fake": "mean D(G(z)) on generated images over the latest logging interval",
     "learning_rate": "the latest step's learning rate",
-    "grad_norm": "the latest step's gradient norm before clipping",
+    "grad_norm": "gradient norm before clipping at the latest logging interval's last step",
 }
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 TARGETS_FILE = "prometheus-targets.json"
@@ -107,7 +107,10 @@ class PrometheusSink:
             self.memory.labels(**self.labels, kind="device_peak").set(torch.cuda.max_memory_allocated(self.device))
 
     def write(self, step: int, figures: dict) -> None:
-        pass
+        """The interval's figures that are gauges (losses, norms), as every process received them."""
+        for name, value in figures.items():
+            if name in self.gauges and isinstance(value, (int, float)):
+                self.gauges[name].labels(**self.labels).set(value)
 
     def serve(self, cfg: MetricsConfig, topology: Topology) -> tuple[int, str]:
         """Listen on ``cfg.port`` + local rank, or (``on_port_taken=next``) the first free port after

@@ -54,11 +54,14 @@ class GanModelConfig:
 
 
 def sample_noise(cfg: GanModelConfig, num: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """z (num, z_dim): uniform on [-√3, √3] or standard normal (both unit variance), as ``cfg.noise`` says."""
+    """z (num, z_dim): uniform on [-√3, √3] or standard normal (both unit variance), as ``cfg.noise`` says;
+    drawn on ``generator``'s device (a generator on the GPU: no host-to-device copy per step), then
+    moved to ``device`` if that is another."""
+    where = generator.device if generator is not None else device
     if cfg.noise == "uniform":
-        uniform = torch.rand(num, cfg.z_dim, generator=generator)
+        uniform = torch.rand(num, cfg.z_dim, generator=generator, device=where)
         return ((uniform * 2 - 1) * math.sqrt(3)).to(device)
-    return torch.randn(num, cfg.z_dim, generator=generator).to(device)
+    return torch.randn(num, cfg.z_dim, generator=generator, device=where).to(device)
 
 
 # --- paper-mnist ------------------------------------------------------------------------------

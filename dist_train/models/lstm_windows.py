@@ -11,13 +11,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
+
+from dist_train.precision import recurrence_dtype
 
 LayerState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (1, batch, hidden), on the layer's device
 State = list[LayerState]  # one per layer, bottom first
 
 
 def select_rows(state: State, rows: torch.Tensor) -> State:
-    return [(h[:, rows.to(h.device)], c[:, rows.to(c.device)]) for h, c in state]
+    return [(h[:, rows.to(h.device, non_blocking=True)], c[:, rows.to(c.device, non_blocking=True)]) for h, c in state]
 
 
 @dataclass(frozen=True)
@@ -34,21 +37,25 @@ class Memory:
 
 
 def run_lstm(lstm: nn.LSTM, inputs: torch.Tensor, state: LayerState | None = None):
-    """``lstm(inputs, state)`` on the layer's own device, kept in fp32 under CPU autocast.
+    """``lstm(inputs, state)`` on the layer's own device, in the precision ``recurrence_dtype`` names.
 
-    oneDNN's CPU LSTM rejects the all-bf16 arguments autocast hands it ("unsupported datatype":
-    it wants an fp32 bias), so on CPU the recurrence runs in fp32 and autocast still covers the
-    rest of the model (the output projection, the largest matmul).
+    Inside autocast the inputs, the state and the weights are cast here and the recurrence runs
+    with autocast off: autocast's own RNN path would pick fp16 on CUDA whatever its dtype, and hand
+    oneDNN on CPU arguments of mixed dtypes it rejects.
     """
     device = lstm.weight_hh_l0.device
     inputs = inputs.to(device, non_blocking=True)
     if state is not None:
         state = (state[0].to(device, non_blocking=True), state[1].to(device, non_blocking=True))
-    if device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+    dtype = recurrence_dtype(device)
+    if dtype is None:
         return lstm(inputs, state)
-    with torch.autocast("cpu", enabled=False):
-        state = None if state is None else (state[0].float(), state[1].float())
-        return lstm(inputs.float(), state)
+    with torch.autocast(device.type, enabled=False):
+        state = None if state is None else (state[0].to(dtype), state[1].to(dtype))
+        if dtype == lstm.weight_hh_l0.dtype:
+            return lstm(inputs.to(dtype), state)
+        weights = {name: weight.to(dtype) for name, weight in lstm.named_parameters()}
+        return functional_call(lstm, weights, (inputs.to(dtype), state))
 
 
 @dataclass
@@ -99,7 +106,7 @@ def unsort_state(finals: list[LayerState], restore: torch.Tensor) -> LayerState:
     later last), in the batch's own order."""
     h = torch.cat([h for h, _ in finals[::-1]], dim=1)
     c = torch.cat([c for _, c in finals[::-1]], dim=1)
-    return h[:, restore.to(h.device)], c[:, restore.to(c.device)]
+    return h[:, restore.to(h.device, non_blocking=True)], c[:, restore.to(c.device, non_blocking=True)]
 
 
 def unsort_memory(
@@ -109,4 +116,4 @@ def unsort_memory(
     mask = torch.arange(top.shape[1]) < sorted_lengths[restore].unsqueeze(1)
     if copy_ids is not None:
         copy_ids = copy_ids[:, : top.shape[1]].to(top.device)
-    return Memory(top[restore.to(top.device)], mask.to(top.device), copy_ids)
+    return Memory(top[restore.to(top.device, non_blocking=True)], mask.to(top.device, non_blocking=True), copy_ids)

@@ -71,7 +71,7 @@ class Readout:
 def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each row's first ``length`` entries in place of them; padding stays at the end."""
     time = torch.arange(tokens.shape[1], device=tokens.device)  # (time,)
-    lengths = lengths.to(tokens.device).unsqueeze(1)  # (batch, 1)
+    lengths = lengths.to(tokens.device, non_blocking=True).unsqueeze(1)  # (batch, 1)
     index = torch.where(time < lengths, lengths - 1 - time, time)  # (batch, time)
     return tokens.gather(1, index)
 
@@ -83,7 +83,7 @@ def teacher_forcing(tgt_tokens: torch.Tensor, tgt_lengths: torch.Tensor) -> tupl
     pad = torch.full((batch, 1), PAD_ID, dtype=tgt_tokens.dtype, device=tgt_tokens.device)
     decoder_in = torch.cat([bos, tgt_tokens], dim=1)
     targets = torch.cat([tgt_tokens, pad], dim=1)
-    targets.scatter_(1, tgt_lengths.to(tgt_tokens.device).unsqueeze(1), EOS_ID)
+    targets.scatter_(1, tgt_lengths.to(tgt_tokens.device, non_blocking=True).unsqueeze(1), EOS_ID)
     return decoder_in, targets
 
 
@@ -165,7 +165,7 @@ class Seq2Seq(nn.Module):
         lengths = src_lengths.cpu()
         order = torch.argsort(lengths, descending=True, stable=True)
         x = self.embed_source(src_tokens, src_lengths)
-        x, lengths = x[order.to(x.device)], lengths[order]  # longest first
+        x, lengths = x[order.to(x.device, non_blocking=True)], lengths[order]  # longest first
         restore, state = inverse(order), []
         for i, layer in enumerate(self.encoder):
             window = run_window(layer, x, None, lengths, 0)
@@ -219,22 +219,26 @@ class Seq2Seq(nn.Module):
         src_tokens: torch.Tensor,
         src_lengths: torch.Tensor,
         decoder_in: torch.Tensor,
-        target_mask: torch.Tensor,
+        target_positions: torch.Tensor,
         targets: torch.Tensor,
     ) -> torch.Tensor:
-        """Cross-entropy (tokens,) of the real targets (where ``target_mask`` is true, flattened):
-        the softmax runs on real target positions only, never on padding."""
-        return self.target_losses(self.read(src_tokens, src_lengths, decoder_in), target_mask, targets)
+        """Cross-entropy (tokens,) of the real targets, at ``target_positions`` (tokens,), their indices in
+        the flattened (batch, time) decoder steps: the softmax runs on real target positions only,
+        never on padding, and selecting them needs no device round trip (a boolean mask would)."""
+        return self.target_losses(self.read(src_tokens, src_lengths, decoder_in), target_positions, targets)
 
-    def target_losses(self, readout: Readout, target_mask: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-token cross-entropy of the real targets (tokens,)."""
-        mask = target_mask.to(readout.features.device)
-        losses = self.output.token_losses(readout.features[mask], targets)
+    def target_losses(self, readout: Readout, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token cross-entropy of the real targets (tokens,) at ``positions`` of (batch, time)."""
+        features = readout.features
+        positions = positions.to(features.device, non_blocking=True)
+        losses = self.output.token_losses(features.flatten(0, 1)[positions], targets)
         if readout.gate_logit is None:
             return losses
-        time = mask.shape[1]
-        ids = readout.copy_ids.unsqueeze(1).expand(-1, time, -1)[mask]  # (tokens, src_time)
-        return copy_token_losses(losses, readout.gate_logit[mask], readout.attention[mask], ids, targets)
+        time = features.shape[1]
+        ids = readout.copy_ids.unsqueeze(1).expand(-1, time, -1)  # (batch, time, src_time)
+        # (tokens,), (tokens, src_time), (tokens, src_time)
+        picked = (x.flatten(0, 1)[positions.to(x.device)] for x in (readout.gate_logit, readout.attention, ids))
+        return copy_token_losses(losses, *picked, targets)
 
     def log_prob_slices(self, readout: Readout) -> list[tuple[int, torch.Tensor]]:
         """log p(next token) for one decoder step (``readout`` of time 1), as the output layer's

@@ -104,13 +104,6 @@ class DeepSpeedDataParallel:
             max_grad_norm=max_grad_norm,
             precision=precision.precision,
         )
-        stage = config.get("zero_optimization", {}).get("stage", 0)
-        if len(set(topology.devices)) > 1 and (stage or config["fp16"]["enabled"] or config["bf16"]["enabled"]):
-            raise DataError(
-                config_file,
-                "ZeRO 1/2 and DeepSpeed's fp16/bf16 optimizers flatten the parameters onto one device, and "
-                f"this replica spans {len(set(topology.devices))}: use ZeRO 0 (no config file) or engine=ddp",
-            )
         deepspeed = _import_deepspeed()
         _join(deepspeed, topology)
         from deepspeed.runtime.config import DeepSpeedConfig
@@ -127,13 +120,13 @@ class DeepSpeedDataParallel:
         self.base_optimizer = optimizer  # what the schedule sets; ZeRO steps it on this replica's partition
         self.optimizer_state_sharded = self.module.optimizer is not optimizer
 
-    def update(self, loss: torch.Tensor) -> float:
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
         """Backward, all-reduce (or reduce-scatter), clip, step; the gradient norm before clipping."""
         self.module.backward(loss)
         if self.optimizer_state_sharded:  # ZeRO measures the partitioned gradients' norm, and its fp16
             self.module.step()  # loss scaler skips non-finite steps; in fp32 ZeRO applies them
             self.applied = self.module.was_step_applied()
-            return float(self.module.get_global_grad_norm())
+            return torch.as_tensor(self.module.get_global_grad_norm(), dtype=torch.float32)
         grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), math.inf)  # measures, clips nothing
         if torch.isfinite(grad_norm):
             self.module.step()  # clip at gradient_clipping, step, zero the gradients
@@ -141,7 +134,7 @@ class DeepSpeedDataParallel:
         else:  # a NaN/inf loss or gradient: no update, as the DDP engine
             self.module.zero_grad()
             self.applied = False
-        return float(grad_norm)
+        return grad_norm.detach()
 
     def optimizer_state_dict(self) -> dict:
         state = {"optimizer": self.base_optimizer.state_dict()}
@@ -171,9 +164,11 @@ def _import_deepspeed():
 
 
 def _join(deepspeed, topology: Topology) -> None:
-    """DeepSpeed's communication layer over our process group (or a 1-process one of its own)."""
+    """DeepSpeed's communication layer over our process group (or a 1-process one of its own). It is told
+    the backend its tensors use: NCCL on GPUs (our group routes CUDA tensors there), gloo on CPU."""
+    backend = "nccl" if topology.device.type == "cuda" else "gloo"
     if torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=topology.backend, auto_mpi_discovery=False)
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         return
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -182,4 +177,4 @@ def _join(deepspeed, topology: Topology) -> None:
         os.environ.setdefault(name, value)
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(port))
-    deepspeed.init_distributed(dist_backend=topology.backend, auto_mpi_discovery=False)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)

@@ -43,18 +43,22 @@ class TorchEngine:
         self.max_grad_norm = max_grad_norm or math.inf
         self.applied = True  # whether the last update was applied (fp16 skips one on overflow)
 
-    def update(self, loss: torch.Tensor) -> float:
-        """Backward, clip, step; the gradient norm before clipping."""
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward, clip, step; the gradient norm before clipping, left on the device.
+
+        Whether the norm is finite decides whether the update is applied: that read is the step's one
+        host–device synchronisation, and every replica decides alike (the gradients were all-reduced).
+        """
         self.optimizer.zero_grad(set_to_none=True)
         self.precision.backward(loss)
         self.precision.unscale(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
-        if torch.isfinite(grad_norm) or self.precision.scaler.is_enabled():  # fp16: the scaler skips and rescales
-            self.applied = self.precision.step(self.optimizer)
-        else:  # a NaN/inf loss or gradient: no update (every replica sees the same all-reduced norm)
+        self.applied = bool(torch.isfinite(grad_norm))  # unscaled: inf when fp16 overflowed
+        if self.applied or self.precision.scaler.is_enabled():  # fp16: the scaler skips it and lowers its scale
+            self.precision.step(self.optimizer)
+        else:  # a NaN/inf loss or gradient: no update
             self.optimizer.zero_grad(set_to_none=True)
-            self.applied = False
-        return float(grad_norm)
+        return grad_norm.detach()
 
     def optimizer_state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict()}

@@ -6,7 +6,10 @@ w − l − 1, with the fused LSTM kernel over the chunk; its output moves to la
 without blocking. The decoder's layer l continues from the encoder's layer l on the same device
 (the first decoder chunk of layer l comes right after its last encoder chunk). Every layer call is
 issued in wave order from one Python thread, so with one device per layer the devices overlap:
-while layer 1 computes chunk 0, layer 0 already computes chunk 1. Backward overlaps the same way
+while layer 1 computes chunk 0, layer 0 already computes chunk 1. Within a wave the layers are
+issued top-down: layer l + 1 takes (copies) chunk j from layer l's device before layer l is given
+chunk j + 1, so the copy is not queued behind the producer's next chunk on its stream. Nothing in
+the wave loop waits for a device: the lengths that cut the windows are on the host. Backward overlaps the same way
 through autograd's per-device worker threads (each device's backward work runs on its own thread
 as soon as its gradients arrive).
 
@@ -84,9 +87,9 @@ class Wavefront(nn.Module):
         self.module, self.chunk_len = model, chunk_len
         self.clock: BusyClock | None = None  # set one to measure (bench s2s)
 
-    def forward(self, src_tokens, src_lengths, decoder_in, target_mask, targets) -> torch.Tensor:
+    def forward(self, src_tokens, src_lengths, decoder_in, target_positions, targets) -> torch.Tensor:
         """As ``Seq2Seq.forward``: the real targets' per-token cross-entropy (tokens,)."""
-        return self.module.target_losses(self.read(src_tokens, src_lengths, decoder_in), target_mask, targets)
+        return self.module.target_losses(self.read(src_tokens, src_lengths, decoder_in), target_positions, targets)
 
     def read(self, src_tokens: torch.Tensor, src_lengths: torch.Tensor, decoder_in: torch.Tensor) -> Readout:
         model, size = self.module, self.chunk_len
@@ -94,7 +97,7 @@ class Wavefront(nn.Module):
         order = torch.argsort(lengths, descending=True, stable=True)
         restore, lengths = inverse(order), lengths[order]  # the encoder works longest first
         source = model.embed_source(src_tokens, src_lengths)
-        source = source[order.to(source.device)]
+        source = source[order.to(source.device, non_blocking=True)]
         target = model.tgt_embed(decoder_in.to(model.tgt_embed.weight.device))
         num_source = math.ceil(source.shape[1] / size)
         num_layers, num_chunks = model.cfg.num_layers, num_source + math.ceil(target.shape[1] / size)
@@ -107,7 +110,7 @@ class Wavefront(nn.Module):
             inputs[0][num_source + j] = target[:, j * size : (j + 1) * size]
         states, finals = [None] * num_layers, [[] for _ in range(num_layers)]
         for wave in range(num_chunks + num_layers - 1):
-            for layer in range(num_layers):
+            for layer in reversed(range(num_layers)):  # top-down: see the module's docstring
                 j = wave - layer
                 if not 0 <= j < num_chunks:
                     continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.vocab_parallel import VocabParallelOutput
@@ -39,18 +40,31 @@ def plan_layout(num_layers: int, devices: list[torch.device], softmax_shards: in
 
 
 def place(model: Seq2Seq, layout: Layout) -> Seq2Seq:
-    """Move the model's parts onto the layout's devices (in place) and split its softmax."""
+    """Move every parameter and buffer of the model onto the layout's devices (in place) and split its
+    softmax. Attention, the copy gate and the copy map go with the top layer, where the decoder's
+    output is read, so a forward never moves them."""
     first, top = layout.layers[0], layout.layers[-1]
     model.src_embed.to(first)
     model.tgt_embed.to(first)
     for i, device in enumerate(layout.layers):
         model.encoder[i].to(device)
         model.decoder[i].to(device)
-    if model.cfg.attention:
-        model.attention_score.to(top)
-        model.attention_combine.to(top)
+    for part in ("attention_score", "attention_combine", "copy_gate"):
+        if hasattr(model, part):
+            getattr(model, part).to(top)
+    if hasattr(model, "source_to_target"):
+        model.source_to_target = model.source_to_target.to(top)
     if len(layout.softmax) > 1:
         model.output = VocabParallelOutput(model.output, layout.softmax)
     else:
         model.output.to(layout.softmax[0])
+    if stray := left_behind(model, layout):
+        raise ValueError(f"placement left {', '.join(stray)} off the layout's devices: place() must name every part")
     return model
+
+
+def left_behind(model: nn.Module, layout: Layout) -> list[str]:
+    """Parameters and buffers on no device of the layout (a part that ``place`` does not know)."""
+    devices = {torch.device(d) for d in [*layout.layers, *layout.softmax]}
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [f"{name} ({tensor.device})" for name, tensor in tensors if tensor.device not in devices]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from data_shards.errors import DataError
 from dist_train.distributed import DEVICE_KINDS, Topology
 from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.deepspeed_engine import DeepSpeedDataParallel
@@ -53,6 +54,21 @@ class ParallelConfig:
             raise ValueError("parallel.devices_per_replica > 1 needs parallel.placement=paper")
 
 
+def check_replica(cfg: ParallelConfig, topology: Topology) -> None:
+    """Refuse, before anything is built, a replica the engine cannot run: DeepSpeed flattens gradients by
+    dtype across devices, stacks per-parameter norms that live on different devices when it clips, and
+    sets the current GPU to LOCAL_RANK itself (cuda:1 where the layout says cuda:4): a replica over
+    several GPUs (the paper's layout) is DDP's."""
+    gpus = {d for d in topology.devices if d != "cpu"}
+    if cfg.engine == "deepspeed" and len(gpus) > 1:
+        raise DataError(
+            cfg.deepspeed_config or None,
+            f"parallel.engine=deepspeed cannot drive a replica over {len(gpus)} GPUs "
+            f"(parallel.devices_per_replica={cfg.devices_per_replica}): use parallel.engine=ddp for the paper's "
+            "layout, or devices_per_replica=1 with DeepSpeed",
+        )
+
+
 def build_replica(model: Seq2Seq, cfg: ParallelConfig, topology: Topology) -> nn.Module:
     """The replica the engine wraps: forward(...) → per-token losses, as ``Seq2Seq.forward``."""
     devices = [torch.device(d) for d in topology.devices]
@@ -73,6 +89,7 @@ def build_engine(
 ):
     """``engine.module(...)`` runs the forward, ``engine.update(loss)`` the rest."""
     if cfg.engine == "deepspeed":
+        check_replica(cfg, topology)
         return DeepSpeedDataParallel(
             replica,
             topology,

@@ -97,29 +97,34 @@ class RealAndFake(nn.Module):
 
 @dataclass
 class GanStep:
-    images: int
-    d_loss: float
-    d_real: float  # mean D(x) on the real images
-    d_fake: float  # mean D(G(z)) on the fakes D was trained on
-    g_loss: float | None  # None on a step without a G update
-    lr: float
-    applied: bool = True  # False when an update was skipped (fp16 overflow)
+    """One step's figures; the losses and D's outputs stay on the device until a logging interval reads them."""
 
-    def summed(self) -> dict[str, float]:
+    images: int
+    d_loss: torch.Tensor
+    d_real: torch.Tensor  # mean D(x) on the real images
+    d_fake: torch.Tensor  # mean D(G(z)) on the fakes D was trained on
+    g_loss: torch.Tensor | None  # None on a step without a G update
+    lr: float
+    applied: bool = True  # False when an update was skipped (non-finite gradients, fp16 overflow)
+
+    def summed(self) -> dict[str, float | torch.Tensor]:
         n, g_updated = self.images, self.g_loss is not None
         return {
             "images": n,
             "d_loss_sum": self.d_loss * n,
             "d_real_sum": self.d_real * n,
             "d_fake_sum": self.d_fake * n,
-            "g_loss_sum": (self.g_loss or 0.0) * n,
+            "g_loss_sum": self.g_loss * n if g_updated else 0.0,
             "g_images": n if g_updated else 0,
         }
 
     def values(self) -> dict[str, float]:
-        values = {"samples": self.images, "images": self.images, "d_loss": self.d_loss, "learning_rate": self.lr}
-        values |= {"d_real": self.d_real, "d_fake": self.d_fake, "skipped_steps": int(not self.applied)}
-        return values if self.g_loss is None else {**values, "g_loss": self.g_loss}
+        return {
+            "samples": self.images,
+            "images": self.images,
+            "learning_rate": self.lr,
+            "skipped_steps": int(not self.applied),
+        }
 
 
 class GanTrainer(Trainer):
@@ -142,7 +147,7 @@ class GanTrainer(Trainer):
         if hasattr(generator, "init_output_bias"):
             generator.init_output_bias(mean_image(reader, cfg.model))
         self.ema = copy.deepcopy(generator).to(self.device).eval() if cfg.update.ema_decay else None
-        self.precision = MixedPrecision(cfg.train.precision, topology.device)
+        self.precision = MixedPrecision(cfg.train.precision, topology.device, cfg.train.lstm_precision)
         self.g_optimizer = build_gan_optimizer(cfg.optim, generator.parameters())
         self.d_optimizer = build_gan_optimizer(cfg.optim, discriminator.parameters())
         self.g_engine = self._engine(generator, self.g_optimizer)
@@ -150,7 +155,7 @@ class GanTrainer(Trainer):
         self.generator, self.discriminator = self.g_engine.module, self.d_engine.module
         self.schedule = DecaySchedule(cfg.optim, steps_per_epoch=len(reader))
         self.samples = SampleWriter(cfg.samples, cfg.model, sample_dir if topology.is_main else None, self.device)
-        self.noise = torch.Generator().manual_seed(cfg.train.seed + 1000 * topology.replica_rank)
+        self.noise = torch.Generator(self.device).manual_seed(self.noise_seed)  # z drawn where G runs
 
     def _engine(self, module: nn.Module, optimizer):
         return build_engine(
@@ -167,7 +172,7 @@ class GanTrainer(Trainer):
 
     def train_step(self, batch: ImageBatch) -> GanStep:
         lr = self.schedule.apply([self.g_optimizer, self.d_optimizer], self.step)
-        real = to_pixels(batch.images.to(self.device), self.cfg.model.pixel_range)
+        real = to_pixels(batch.images.to(self.device, non_blocking=True), self.cfg.model.pixel_range)
         z = self.sample_z(len(real))
         if self.cfg.update.mode == "joint":
             with self.precision.autocast():
@@ -188,7 +193,9 @@ class GanTrainer(Trainer):
     def sample_z(self, num: int) -> torch.Tensor:
         return sample_noise(self.cfg.model, num, self.noise, self.device)
 
-    def update_discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[float, float, float]:
+    def update_discriminator(
+        self, real: torch.Tensor, fake: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """½(BCE(D(x), 1) + BCE(D(G(z)), 0)); (loss, mean D(x), mean D(G(z)))."""
         with self.precision.autocast():
             real_logits, fake_logits = (x.float() for x in self.discriminator(real, fake))
@@ -198,9 +205,9 @@ class GanTrainer(Trainer):
         )
         self.d_engine.update(loss)
         d_real, d_fake = torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean()
-        return float(loss.detach()), float(d_real), float(d_fake)
+        return loss.detach(), d_real, d_fake
 
-    def update_generator(self, fake: torch.Tensor) -> float:
+    def update_generator(self, fake: torch.Tensor) -> torch.Tensor:
         """Non-saturating: −log D(G(z)); minimax: log(1 − D(G(z))). Both through a frozen D."""
         with frozen(unwrap(self.discriminator)) as discriminator, self.precision.autocast():
             logits = discriminator(fake).float()
@@ -210,7 +217,7 @@ class GanTrainer(Trainer):
             loss = -F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
         self.g_engine.update(loss)
         self.update_ema()
-        return float(loss.detach())
+        return loss.detach()
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -264,11 +271,20 @@ class GanTrainer(Trainer):
         if self.ema is not None:
             self.ema.load_state_dict(state["generator_ema"])
 
+    @property
+    def noise_seed(self) -> int:
+        return self.cfg.train.seed + 1000 * self.topology.replica_rank  # each replica draws its own z
+
     def replica_state(self) -> dict:
-        return {"noise": self.noise.get_state()}  # each replica draws its own z
+        return {"noise": self.noise.get_state(), "noise_device": self.device.type}
 
     def load_replica_state(self, state: dict) -> None:
-        self.noise.set_state(state["noise"])
+        """The noise generator where it stopped; a state saved by another kind of device (a CPU run resumed
+        on a GPU) does not fit this generator, which then starts afresh from the seed and the step."""
+        if state.get("noise_device", "cpu") == self.device.type:
+            self.noise.set_state(state["noise"])
+        else:
+            self.noise.manual_seed(self.noise_seed + 7919 * self.step)
 
     def trained_modules(self) -> list:
         return [unwrap(self.generator), unwrap(self.discriminator)]

@@ -22,7 +22,7 @@ from dist_train.distributed import Topology, all_gather_objects, peer_failure, r
 from dist_train.metrics import Sinks, StepClock
 from dist_train.metrics.clock import PHASES
 from dist_train.parallel.data_parallel import allreduce_seconds
-from dist_train.precision import Precision
+from dist_train.precision import LstmPrecision, Precision, check_lstm_precision
 from dist_train.trainers.meters import Deadline, IntervalMeter, agree
 
 
@@ -37,7 +37,12 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_skipped_in_a_row: int = 20  # updates skipped in a row (non-finite loss/gradients) before the run stops
     precision: Precision = "fp32"
+    lstm_precision: LstmPrecision = (
+        "auto"  # the LSTM recurrence's: auto (see dist_train.precision) | fp32 | bf16 | fp16
+    )
     threads: int = 0  # intra-op threads per process (0: the node's cores ÷ processes on it)
+    tf32: bool = True  # GPUs: fp32 matmuls and cuDNN in TF32 (Ampere and later; false: full fp32, for parity checks)
+    deterministic: bool = False  # bit-identical reruns and resumes on GPUs (slower kernels where atomics are used)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -49,6 +54,7 @@ class TrainConfig:
             raise ValueError("train.max_skipped_in_a_row must be at least 1")
         if self.log_every < 1 or self.keep_checkpoints < 1:
             raise ValueError("train.log_every and train.keep_checkpoints must be at least 1")
+        check_lstm_precision(self.precision, self.lstm_precision)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         by_epochs = math.ceil(self.num_epochs * steps_per_epoch) if self.num_epochs > 0 else math.inf
@@ -226,7 +232,7 @@ class Trainer:
                 "corrupt_samples": self.corrupt_samples,
             },
             "readers": all_gather_objects(self.reader.state_dict(), self.topology),
-            "rng": all_gather_objects(rng.capture(), self.topology),
+            "rng": all_gather_objects(rng.capture(self.topology.devices), self.topology),
             "replicas": all_gather_objects({**self.replica_state(), "optimizers": own}, self.topology),
             **self.extra_state,
         }
@@ -254,7 +260,7 @@ class Trainer:
         self.skipped_steps = saved.get("skipped_steps", 0)
         self.corrupt_samples = saved.get("corrupt_samples", 0)
         self.reader.load_state_dict(state["readers"][self.topology.replica_rank])
-        rng.restore(state["rng"][self.topology.replica_rank])
+        rng.restore(state["rng"][self.topology.replica_rank], self.topology.devices)
         self.load_replica_state(mine)
 
     def replica_state(self) -> dict:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import time
 
+import torch
+
 from dist_train.distributed import Topology, all_reduce_sum
 
 
@@ -53,15 +55,19 @@ class IntervalMeter:
         self.steps = 0
         self.start = time.perf_counter()
 
-    def add(self, **figures: float) -> None:
+    def add(self, **figures: float | torch.Tensor) -> None:
+        """One step's figures: numbers, or tensors left on the device (summed there, read at ``collect``)."""
         for name, value in figures.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach()
             self.totals[name] = self.totals.get(name, 0.0) + value
         self.steps += 1
 
     def collect(self, topology: Topology) -> tuple[dict[str, float], float]:
-        """Totals over all replicas and the interval's wall time; then starts a new interval."""
+        """Totals over all replicas and the interval's wall time; then starts a new interval. The device
+        sums are read here, once an interval."""
         names = sorted(self.totals)
-        totals = dict(zip(names, all_reduce_sum([self.totals[n] for n in names], topology)))
+        totals = dict(zip(names, all_reduce_sum([float(self.totals[n]) for n in names], topology)))
         seconds = max(time.perf_counter() - self.start, 1e-9)
         self.restart()
         return totals, seconds

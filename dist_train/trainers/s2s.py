@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
+
 from data_shards import ReaderConfig, ShardReader, TextBatch
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology
@@ -53,13 +55,15 @@ def vocab_sizes(cfg: VocabConfig, manifest: dict) -> tuple[int, int]:
 
 @dataclass
 class StepResult:
-    loss_sum: float  # summed token cross-entropy (nats)
+    """One step's figures; the loss and the norm stay on the device until a logging interval reads them."""
+
+    loss_sum: torch.Tensor  # summed token cross-entropy (nats), on the device
     target_tokens: int  # predicted tokens, EOS included
     source_words: int  # EOS included
     sentences: int
-    grad_norm: float
+    grad_norm: torch.Tensor  # on the device
     lr: float
-    applied: bool  # False when the update was skipped (fp16 overflow)
+    applied: bool  # False when the update was skipped (non-finite gradients, fp16 overflow)
 
     @property
     def words(self) -> int:
@@ -75,9 +79,7 @@ class StepResult:
             "target_words": self.target_tokens,
             "samples": self.sentences,
             "skipped_steps": int(not self.applied),
-            "loss": self.loss_sum / max(self.target_tokens, 1),
             "learning_rate": self.lr,
-            "grad_norm": self.grad_norm,
         }
 
 
@@ -100,7 +102,7 @@ class S2STrainer(Trainer):
         replica = build_replica(self.build_model(), cfg.parallel, topology)
         self.optimizer = build_optimizer(cfg.optim, replica.parameters())
         self.schedule = LearningRateSchedule(cfg.optim, steps_per_epoch=len(reader), total_steps=self.total_steps)
-        self.precision = MixedPrecision(cfg.train.precision, topology.device)
+        self.precision = MixedPrecision(cfg.train.precision, topology.device, cfg.train.lstm_precision)
         self.engine = build_engine(
             cfg.parallel,
             replica,
@@ -137,11 +139,11 @@ class S2STrainer(Trainer):
         # the paper divides the gradient by the batch size, then clips it at norm 5
         grad_norm = self.engine.update(loss_sum / len(batch))
         return StepResult(
-            loss_sum=float(loss_sum.detach()),
+            loss_sum=loss_sum.detach(),
             target_tokens=inputs.num_targets,
-            source_words=int(inputs.src_lengths.sum()),
+            source_words=int(inputs.src_lengths.sum()),  # on the host
             sentences=len(batch),
-            grad_norm=float(grad_norm),
+            grad_norm=grad_norm,
             lr=lr,
             applied=self.engine.applied,
         )
@@ -163,7 +165,7 @@ class S2STrainer(Trainer):
             "loss": round(loss, 5),
             "ppl": round(math.exp(min(loss, 50.0)), 3),
             "lr": last.lr,
-            "grad_norm": round(last.grad_norm, 4),
+            "grad_norm": round(float(last.grad_norm), 4),
             "words_per_s": round(totals["words"] / seconds, 1),
             "planned_steps": self.schedule.horizon,
         }

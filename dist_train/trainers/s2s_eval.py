@@ -46,13 +46,13 @@ class DevEvaluator:
     def run(self, model: Seq2Seq) -> dict:
         was_training = model.training
         model.eval()
-        nll = tokens = 0.0
+        nll, tokens = torch.zeros((), dtype=torch.float64, device=self.topology.device), 0
         for batch in self.reader:
             inputs = model_inputs(batch, self.vocab_sizes, self.topology.device)
             with self.precision.autocast():
-                nll += float(model(*inputs.as_args()).sum())
+                nll += model(*inputs.as_args()).sum().to(nll.device)  # summed on the device: no wait per batch
             tokens += inputs.num_targets
         model.train(was_training)
-        nll, tokens = all_reduce_sum([nll, tokens], self.topology)
+        nll, tokens = all_reduce_sum([float(nll), tokens], self.topology)
         loss = nll / max(tokens, 1)
         return {"dev_loss": round(loss, 5), "dev_ppl": round(math.exp(min(loss, 50.0)), 3)}

@@ -7,12 +7,11 @@ import os
 from pathlib import Path
 
 from data_shards.mnist import mnist_root, shard_mnist_split
-from data_shards.reader import ShardReader
 from dist_train import distributed
 from dist_train.trainers.gan import GanConfig, GanTrainer
 from dist_train.trainers.gan_data import image_shape
 from launcher.commands.common import say
-from launcher.commands.training import add_job_flags, launch, run_training
+from launcher.commands.training import add_job_flags, launch, replica_reader, run_training
 from launcher.config import to_dict
 from launcher.paths import shards_home, shared_data
 
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train(args, cfg: GanConfig, topology: distributed.Topology, data: Path) -> int:
-    reader = ShardReader(data, cfg.data, replica_rank=topology.replica_rank, num_replicas=topology.num_replicas)
+    reader = replica_reader(data, cfg.data, topology)
     if reader.shards.kind != "images":
         args.parser.error(f"{data} holds {reader.shards.kind} shards; the gan job reads shard-images output")
     shape = image_shape(reader.shards.manifest)

@@ -16,7 +16,7 @@ from data_shards.wmt14 import find_test_set, training_pairs, wmt14_root
 from dist_train import distributed
 from dist_train.trainers.s2s import S2SConfig, S2STrainer, vocab_sizes
 from launcher.commands.common import say
-from launcher.commands.training import add_job_flags, launch, run_training
+from launcher.commands.training import add_job_flags, launch, replica_reader, run_training
 from launcher.config import to_dict
 from launcher.paths import shards_home, shared_data
 
@@ -88,7 +88,7 @@ def dev_reader(dev: Path | None, cfg: S2SConfig, topology: distributed.Topology)
     if dev is None:
         return None
     reader_cfg = dataclasses.replace(cfg.data, shuffle=False, num_workers=0)
-    return ShardReader(dev, reader_cfg, replica_rank=topology.replica_rank, num_replicas=topology.num_replicas)
+    return replica_reader(dev, reader_cfg, topology)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def train(args, cfg: S2SConfig, topology: distributed.Topology, data: Path, dev: Path | None) -> int:
-    reader = ShardReader(data, cfg.data, replica_rank=topology.replica_rank, num_replicas=topology.num_replicas)
+    reader = replica_reader(data, cfg.data, topology)
     sizes = vocab_sizes(cfg.vocab, reader.shards.manifest)
     extra = {"config": to_dict(cfg), "data": str(data), "vocab": vocab_state(reader.shards, sizes)}
 

@@ -12,11 +12,15 @@ from pathlib import Path
 
 import torch
 
+from data_shards import ReaderConfig
 from data_shards.errors import DataError
+from data_shards.reader import ShardReader, should_pin_memory
 from dist_train import distributed, preemption, rng
 from dist_train.checkpoint import Checkpointer, load_checkpoint, resolve_resume
 from dist_train.metrics import JsonlSink, ProgressBarSink, Sinks, start_prometheus
 from dist_train.metrics.prometheus import write_targets
+from dist_train.parallel.replica import check_replica
+from dist_train.precision import configure_numerics
 from launcher.commands.common import print_summary, say
 from launcher.config import ConfigError, load_config, preset_file, presets_of, to_dict
 from launcher.paths import PROJECT_ROOT
@@ -59,6 +63,18 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str, *, 
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_steps=20 optim.lr=0.5")
 
 
+def replica_reader(folder: Path, reader_cfg: ReaderConfig, topology: distributed.Topology) -> ShardReader:
+    """This replica's reader of the shards in ``folder``: its share of every epoch, its batches pinned
+    when they go to a GPU."""
+    return ShardReader(
+        folder,
+        reader_cfg,
+        replica_rank=topology.replica_rank,
+        num_replicas=topology.num_replicas,
+        pin_memory=should_pin_memory(topology.device),
+    )
+
+
 def resolve_config(args: argparse.Namespace, config_type, job: str):
     files = [preset_file(job, args.preset)] + ([args.config] if args.config else [])
     try:
@@ -74,6 +90,10 @@ def set_threads(requested: int, topology: distributed.Topology) -> int:
     return threads
 
 
+def run_directory(args: argparse.Namespace, job: str) -> Path:
+    return args.run_dir or PROJECT_ROOT / "runs" / f"{job}-{args.preset}"
+
+
 def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> int:
     """The typed config, then the process group (one replica per process), then ``start(cfg, topology)``."""
     cfg = resolve_config(args, config_type, job)
@@ -81,7 +101,9 @@ def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> 
         devices_per_replica=cfg.parallel.devices_per_replica,
         device=cfg.parallel.device,
         timeout_s=cfg.parallel.collective_timeout_s,
+        trace_dir=run_directory(args, job) / "flight_recorder",
     )
+    check_replica(cfg.parallel, topology)  # before anything is built: a layout an engine cannot run
     preemption.install()  # SIGTERM/SIGUSR1: checkpoint at the next step and exit 0
     try:
         code = start(cfg, topology)
@@ -107,8 +129,9 @@ def run_training(
     if cfg.train.precision == "fp16" and topology.device.type != "cuda":
         args.parser.error("precision=fp16 needs a GPU (use bf16 on CPU)")
     threads = set_threads(cfg.train.threads, topology)
+    configure_numerics(tf32=cfg.train.tf32, deterministic=cfg.train.deterministic)
     rng.seed_everything(cfg.train.seed)
-    run_dir = args.run_dir or PROJECT_ROOT / "runs" / f"{job}-{args.preset}"
+    run_dir = run_directory(args, job)
     checkpointer = Checkpointer(
         run_dir / "checkpoints",
         every_steps=cfg.train.checkpoint_every_steps,
@@ -130,8 +153,8 @@ def run_training(
         (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "data_dir": str(data)}, indent=1) + "\n")
         say(
             f"{job}: {topology.num_replicas} replica(s), {threads} thread(s) each, {len(trainer.reader)} steps/epoch, "
-            f"{trainer.total_steps} steps, {about}, run dir {run_dir}"
-            + (f", resumed from {resume_from.name}" if resume_from else "")
+            f"{trainer.total_steps} steps, {about}, {trainer.precision.describe()} on {topology.device.type}, "
+            f"run dir {run_dir}" + (f", resumed from {resume_from.name}" if resume_from else "")
         )
         progress = ProgressBarSink(total=trainer.horizon, initial=trainer.step, desc=job, shown=shown)
         sinks.sinks += [JsonlSink(run_dir / "train.jsonl"), progress]

@@ -15,6 +15,7 @@ from data_shards.textio import TextSource, detect_format
 from data_shards.wmt14 import find_test_set, wmt14_root
 from dist_train.checkpoint import newest_in
 from dist_train.decoding import BeamConfig
+from dist_train.distributed import DEVICE_KINDS, device_kind
 from dist_train.evaluation import bleu, copy_baseline_bleu
 from dist_train.translation import Translator
 from launcher.commands.common import make_config, print_summary, record_evaluation, say
@@ -83,9 +84,9 @@ def inference_device(requested: str) -> torch.device:
     """The device ``--device`` names, checked against the GPUs this process sees: ``auto`` is the
     first GPU when one is visible, else the CPU. A DataError (one line) when the GPU asked for is
     not visible."""
+    if requested in DEVICE_KINDS:
+        return torch.device("cuda:0" if device_kind(requested, setting="--device ") == "cuda" else "cpu")
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if requested == "auto":
-        return torch.device("cuda:0" if visible else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not visible:
         raise DataError(None, f"--device {requested}, but no GPU is visible to this process (use cpu or auto)")

@@ -227,18 +227,20 @@ class Seq2Seq(nn.Module):
         never on padding, and selecting them needs no device round trip (a boolean mask would)."""
         return self.target_losses(self.read(src_tokens, src_lengths, decoder_in), target_positions, targets)
 
-    def target_losses(self, readout: Readout, positions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-token cross-entropy of the real targets (tokens,) at ``positions`` of (batch, time)."""
-        features = readout.features
-        positions = positions.to(features.device, non_blocking=True)
-        losses = self.output.token_losses(features.flatten(0, 1)[positions], targets)
+    def target_losses(self, readout: Readout, positions: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token cross-entropy (tokens,) of ``targets`` at ``positions``, indices into the readout's
+        flattened (batch, time); or, with ``positions`` None, at every position (``targets`` then
+        (batch·time,), PAD where there is none, whose loss is 0)."""
+
+        def pick(x: torch.Tensor) -> torch.Tensor:  # (batch, time, ...) → (tokens, ...)
+            x = x.flatten(0, 1)
+            return x if positions is None else x[positions.to(x.device, non_blocking=True)]
+
+        losses = self.output.token_losses(pick(readout.features), targets)
         if readout.gate_logit is None:
             return losses
-        time = features.shape[1]
-        ids = readout.copy_ids.unsqueeze(1).expand(-1, time, -1)  # (batch, time, src_time)
-        # (tokens,), (tokens, src_time), (tokens, src_time)
-        picked = (x.flatten(0, 1)[positions.to(x.device)] for x in (readout.gate_logit, readout.attention, ids))
-        return copy_token_losses(losses, *picked, targets)
+        ids = readout.copy_ids.unsqueeze(1).expand(-1, readout.features.shape[1], -1)  # (batch, time, src_time)
+        return copy_token_losses(losses, pick(readout.gate_logit), pick(readout.attention), pick(ids), targets)
 
     def log_prob_slices(self, readout: Readout) -> list[tuple[int, torch.Tensor]]:
         """log p(next token) for one decoder step (``readout`` of time 1), as the output layer's

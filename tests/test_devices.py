@@ -24,6 +24,7 @@ from dist_train.models.gan import build_gan, sample_noise
 from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.replica import ParallelConfig, build_replica, check_replica
 from dist_train.precision import MixedPrecision, choose_recurrence_dtype
+from dist_train.trainers.classifier import shifted
 from dist_train.trainers.gan import GanConfig
 from dist_train.trainers.s2s import S2SConfig
 from dist_train.trainers.s2s_batch import model_inputs
@@ -92,6 +93,11 @@ def test_every_gan_moves_whole_and_runs_on_a_non_cpu_device(preset):
     z = sample_noise(cfg.model, 4, None, META)  # no generator: drawn on the device itself
     assert z.device == META and discriminator(generator(z)).device == META
     assert sample_noise(cfg.model, 4, torch.Generator().manual_seed(0), META).device == META
+
+
+def test_the_classifiers_shift_augmentation_builds_its_indices_where_the_images_are():
+    images = torch.zeros(5, 1, 28, 28, device=META)
+    assert shifted(images, 2, torch.Generator().manual_seed(0)).device == META
 
 
 def test_placement_refuses_to_leave_a_part_behind():

@@ -82,9 +82,10 @@ def shifted(images: torch.Tensor, max_shift: int, generator: torch.Generator) ->
         return images
     n, _, height, width = images.shape
     padded = F.pad(images, (max_shift,) * 4)
-    dy, dx = (torch.randint(0, 2 * max_shift + 1, (n,), generator=generator) for _ in range(2))
-    rows = (dy[:, None] + torch.arange(height))[:, :, None].expand(n, height, width)
-    cols = (dx[:, None] + torch.arange(width))[:, None, :].expand(n, height, width)
+    device = images.device  # the shifts are drawn on the generator's device, the indices built on the images'
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(device) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(height, device=device))[:, :, None].expand(n, height, width)
+    cols = (dx[:, None] + torch.arange(width, device=device))[:, None, :].expand(n, height, width)
     index = rows * padded.shape[-1] + cols
     return padded.flatten(2).gather(2, index.reshape(n, 1, -1).expand(-1, images.shape[1], -1)).view_as(images)
 

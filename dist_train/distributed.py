@@ -134,6 +134,8 @@ def init_distributed(
         surface_nccl_errors()
     if world_size > 1 and not dist.is_initialized():
         join(backend, rank, world_size, timeout_s)
+    if trace_dir is not None:
+        flight_recorder.ready(trace_dir)
     return Topology(
         rank=rank,
         world_size=world_size,

@@ -21,8 +21,8 @@ BUFFER_ENTRIES = "2000"  # collectives kept per process
 
 
 def configure(trace_dir: Path) -> None:
-    """Environment for the flight recorder, before the process group starts (a user's own settings win)."""
-    trace_dir.mkdir(parents=True, exist_ok=True)
+    """Environment for the flight recorder, before the process group starts (a user's own settings win).
+    The folder itself is made once the group is joined (``ready``): a process that never joins writes nothing."""
     for name, value in (
         ("TORCH_FR_BUFFER_SIZE", BUFFER_ENTRIES),
         ("TORCH_NCCL_TRACE_BUFFER_SIZE", BUFFER_ENTRIES),  # its older name
@@ -33,6 +33,11 @@ def configure(trace_dir: Path) -> None:
         os.environ.setdefault(name, value)
 
 
+def ready(trace_dir: Path) -> None:
+    """The folder NCCL's watchdog and ``dump`` write into."""
+    trace_dir.mkdir(parents=True, exist_ok=True)
+
+
 def dump(trace_dir: Path, rank: int) -> Path | None:
     """This process's record as ``trace_dir/rank_<rank>.json``; None where this PyTorch cannot dump."""
     try:
@@ -41,6 +46,7 @@ def dump(trace_dir: Path, rank: int) -> Path | None:
         record = _dump_fr_trace_json(True, False)  # with the collectives, completed ones included
     except (ImportError, RuntimeError):
         return None
+    ready(trace_dir)
     path = trace_dir / f"rank_{rank}.json"
     partial = path.with_suffix(".partial")
     partial.write_bytes(record if isinstance(record, bytes) else record.encode())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from dist_train.models.seq2seq import Seq2SeqConfig
-from dist_train.precision import DTYPES
+from dist_train.precision import DTYPES, recurrence_precision
 from dist_train.timing import best_rate
 
 TOKENS_PER_SENTENCE = 30  # a typical WMT sentence: the rows of the batch × time matmuls
@@ -85,15 +85,17 @@ def s2s_matmul_shapes(
     tgt_vocab_size: int,
     precision: str,
     device_type: str,
+    lstm_precision: str = "auto",
     backward: bool = True,
 ) -> list[MatmulShape]:
     """The matmuls an s2s training step runs, at a typical sentence length: per LSTM layer the fused
     gates (rows = batch, k = input + hidden, n = 4 × hidden), the recurrent matmul of each time step
     and the input projection over the whole batch × time; attention's projections; the output
-    projection; with ``backward`` each one's two gradient matmuls too. The CPU's LSTM runs in fp32
-    under autocast (``dist_train.models.lstm_windows.run_lstm``), so its shapes are timed in fp32 there."""
+    projection; with ``backward`` each one's two gradient matmuls too. The LSTM's shapes are timed in
+    the precision its recurrence runs in (``dist_train.precision.recurrence_precision``: fp32 on CPU
+    unless ``lstm_precision`` says otherwise)."""
     h, e, rows = cfg.hidden_dim, cfg.embed_dim, batch_size * TOKENS_PER_SENTENCE
-    lstm = "fp32" if device_type == "cpu" else precision
+    lstm = recurrence_precision(device_type, precision, lstm_precision)
     shapes = [
         MatmulShape("lstm_gates.layer0", batch_size, e + h, 4 * h, lstm),
         MatmulShape("lstm_recurrent", batch_size, h, 4 * h, lstm),
@@ -166,12 +168,18 @@ def s2s_matmul_peak(
     tgt_vocab_size: int,
     precision: str,
     device: str | torch.device,
+    lstm_precision: str = "auto",
     seconds: float = 1.0,
 ) -> MatmulPeak:
     """The peak an s2s model's MFU is taken against: its own matmuls (forward and backward) and the
     device's large squares, in the precision in use, on ``device``."""
     device = torch.device(device)
     model = s2s_matmul_shapes(
-        cfg, batch_size=batch_size, tgt_vocab_size=tgt_vocab_size, precision=precision, device_type=device.type
+        cfg,
+        batch_size=batch_size,
+        tgt_vocab_size=tgt_vocab_size,
+        precision=precision,
+        device_type=device.type,
+        lstm_precision=lstm_precision,
     )
     return matmul_peak([*model, *square_shapes(device.type, precision)], device, seconds=seconds)

@@ -6,8 +6,8 @@ would run the LSTMs in fp16 with no loss scaler; on CPU, oneDNN rejects the mixe
 hands it. So ``run_lstm`` (``dist_train.models.lstm_windows``) asks ``recurrence_dtype`` and casts the
 inputs, state and weights itself, outside autocast. ``train.lstm_precision`` decides: ``auto`` is the
 run's precision where the device's LSTM kernel takes it (CUDA: fp16; bf16 from cuDNN 9.13, the first
-cuDNN whose RNN takes bf16), else fp32, and fp32 on CPU (oneDNN's bf16 LSTM was measured slower than its
-fp32 one on every CPU tried).
+cuDNN whose RNN takes bf16), else fp32, and fp32 on CPU (bf16 is ~25× slower on AVX2-only CPUs; on one
+with AVX-512 BF16 the bf16 recurrence was measured 1.35× faster: ``train.lstm_precision=bf16`` there; README).
 """
 
 from __future__ import annotations
@@ -48,6 +48,15 @@ def choose_recurrence_dtype(
     if autocast_dtype == torch.bfloat16 and (cudnn_version or 0) < CUDNN_RNN_BF16:
         return torch.float32
     return autocast_dtype
+
+
+def recurrence_precision(device_type: str, precision: str, lstm_precision: str = "auto") -> str:
+    """What the LSTM recurrence of a run of ``precision`` on ``device_type`` runs in: fp32, bf16 or fp16."""
+    if precision == "fp32":
+        return "fp32"
+    cudnn = torch.backends.cudnn.version() if device_type == "cuda" else None
+    dtype = choose_recurrence_dtype(device_type, DTYPES[precision], lstm_precision, cudnn)
+    return next(name for name, known in DTYPES.items() if known == dtype)
 
 
 def recurrence_dtype(device: torch.device) -> torch.dtype | None:

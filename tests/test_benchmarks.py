@@ -116,7 +116,7 @@ def test_the_peak_sweep_holds_the_models_own_matmuls_forward_and_backward():
     shapes = s2s_matmul_shapes(TINY, batch_size=16, tgt_vocab_size=500, precision="bf16", device_type="cpu")
     dims = {shape.name: (shape.m, shape.k, shape.n, shape.precision) for shape in shapes}
     rows = 16 * 30
-    assert dims["lstm_gates.layer0"] == (16, 64, 128, "fp32")  # the CPU's LSTM runs in fp32 under autocast
+    assert dims["lstm_gates.layer0"] == (16, 64, 128, "fp32")  # the CPU's recurrence runs in fp32 by default
     assert dims["lstm_gates.upper"] == (16, 64, 128, "fp32")  # k = 2 × hidden
     assert dims["lstm_recurrent"] == (16, 32, 128, "fp32")
     assert dims["lstm_input_projection.layer0"] == (rows, 32, 128, "fp32")  # the batch × time input projection
@@ -124,8 +124,13 @@ def test_the_peak_sweep_holds_the_models_own_matmuls_forward_and_backward():
     assert dims["output_projection"] == (rows, 32, 500, "bf16")
     assert dims["output_projection.grad_weight"] == (32, rows, 500, "bf16")
     assert dims["output_projection.grad_input"] == (rows, 500, 32, "bf16")
-    on_gpu = s2s_matmul_shapes(TINY, batch_size=16, tgt_vocab_size=500, precision="bf16", device_type="cuda")
+    on_gpu = s2s_matmul_shapes(
+        TINY, batch_size=16, tgt_vocab_size=500, precision="bf16", device_type="cuda", lstm_precision="bf16"
+    )
     assert {shape.precision for shape in on_gpu} == {"bf16"}
+    asked = s2s_matmul_shapes(TINY, batch_size=16, tgt_vocab_size=500, precision="bf16", device_type="cpu",
+                              lstm_precision="bf16")  # fmt: skip
+    assert {s.precision for s in asked if s.name.startswith("lstm")} == {"bf16"}  # timed as the recurrence runs
     assert [s.m for s in square_shapes("cuda", "bf16")] == [4096, 8192]
 
 

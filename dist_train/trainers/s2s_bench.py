@@ -101,6 +101,7 @@ def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup:
         tgt_vocab_size=trainer.tgt_vocab_size,
         precision=cfg.train.precision,
         device=topology.device,
+        lstm_precision=cfg.train.lstm_precision,
     )
     # a replica spread over several GPUs has each one's peak; the CPU "devices" of a layout are one CPU
     distinct_devices = len(set(topology.devices))

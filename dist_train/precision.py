@@ -7,7 +7,7 @@ hands it. So ``run_lstm`` (``dist_train.models.lstm_windows``) asks ``recurrence
 inputs, state and weights itself, outside autocast. ``train.lstm_precision`` decides: ``auto`` is the
 run's precision where the device's LSTM kernel takes it (CUDA: fp16; bf16 from cuDNN 9.13, the first
 cuDNN whose RNN takes bf16), else fp32, and fp32 on CPU (bf16 is ~25× slower on AVX2-only CPUs; on one
-with AVX-512 BF16 the bf16 recurrence was measured 1.35× faster: ``train.lstm_precision=bf16`` there; README).
+with AVX-512 BF16 the bf16 recurrence was measured faster: ``train.lstm_precision=bf16`` there; README).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Raw corpora and images → webdataset shards + manifest → the resumable, rank-aware reader."""
 
 from data_shards.batches import ImageBatch, TextBatch
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.plan import ReaderConfig
 from data_shards.reader import ShardReader, ShardSet
 from data_shards.shard_images import ShardImagesConfig, shard_images
@@ -9,7 +9,7 @@ from data_shards.shard_text import ShardTextConfig, shard_text
 from data_shards.vocab import Vocab
 
 __all__ = [
-    "DataError",
+    "UserError",
     "ImageBatch",
     "ReaderConfig",
     "ShardImagesConfig",

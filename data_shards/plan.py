@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_shards.checks import at_least
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReaderConfig:
@@ -42,10 +44,11 @@ class ReaderConfig:
     with_text: bool = False  # also deliver each pair's text (TextBatch.src_text/tgt_text); training needs ids only
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0 and self.max_tokens <= 0:
-            raise ValueError("set batch_size (sentences) or max_tokens (padded tokens), or both")
-        if min(self.batch_size, self.max_tokens, self.bucket_pool, self.num_workers) < 0 or self.shuffle_buffer < 1:
-            raise ValueError("batch_size, max_tokens, bucket_pool, num_workers must be >= 0 and shuffle_buffer >= 1")
+        at_least(self, "data", 0, "batch_size", "max_tokens", note="0: no limit")
+        at_least(self, "data", 0, "bucket_pool", "num_workers")
+        at_least(self, "data", 1, "shuffle_buffer")
+        if self.batch_size == 0 and self.max_tokens == 0:
+            raise ValueError("data.batch_size=0 and data.max_tokens=0: set one of them, or both (0 means no limit)")
 
 
 @dataclass(frozen=True)

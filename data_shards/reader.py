@@ -24,12 +24,14 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_shards.batches import COLLATE, as_torch
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.manifest import load_manifest
 from data_shards.plan import EpochPlan, ReaderConfig, plan_epoch
 from data_shards.samples import SampleSource
 from data_shards.tario import read_samples
 from data_shards.vocab import Vocab
+
+SHARD_KINDS = {"text-pairs": "sentence-pair (shard-text)", "images": "image (shard-images)"}
 
 
 class ShardSet:
@@ -45,6 +47,26 @@ class ShardSet:
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self.num_samples = int(self.starts[-1])
 
+    def expect(self, kind: str, purpose: str) -> None:
+        """A one-line error unless these are ``kind`` shards (text-pairs|images): ``purpose`` needs them."""
+        if self.kind != kind:
+            raise UserError(
+                self.folder,
+                f"holds {SHARD_KINDS.get(self.kind, repr(self.kind))} shards; {purpose} needs "
+                f"{SHARD_KINDS.get(kind, kind)} shards",
+            )
+
+    def expect_same_vocabulary(self, other: ShardSet, purpose: str) -> None:
+        """A one-line error unless ``other`` was sharded with this set's vocabularies (``--vocab-from``):
+        ids of another vocabulary mean other words."""
+        for side in ("src", "tgt"):
+            if self.manifest["vocab"][side]["sha256"] != other.manifest["vocab"][side]["sha256"]:
+                raise UserError(
+                    self.folder,
+                    f"has its own {side} vocabulary, not that of {other.folder}: {purpose} would read its ids as "
+                    f"other words (shard it with shard-text --vocab-from {other.folder})",
+                )
+
     def vocab(self, side: str, size: int = 0) -> Vocab:
         """A text shard set's ``src`` or ``tgt`` vocabulary, cut to its ``size`` most frequent entries (0: all)."""
         tokens = Vocab.load(self.folder / self.manifest["vocab"][side]["file"]).tokens
@@ -59,9 +81,9 @@ class ShardSet:
         try:
             lengths = np.load(path)
         except (OSError, ValueError) as err:
-            raise DataError(path, f"cannot read the length index: {err}") from err
+            raise UserError(path, f"cannot read the length index: {err}") from err
         if lengths.shape != (self.num_samples, 2):
-            raise DataError(path, f"holds {lengths.shape[0]} lengths, the manifest lists {self.num_samples} samples")
+            raise UserError(path, f"holds {lengths.shape[0]} lengths, the manifest lists {self.num_samples} samples")
         return lengths
 
     def shard_of(self, sample_ids: np.ndarray) -> np.ndarray:
@@ -74,14 +96,14 @@ class ShardSet:
         try:
             data = path.read_bytes()
         except OSError as err:
-            raise DataError(path, f"cannot read shard: {err.strerror}") from err
+            raise UserError(path, f"cannot read shard: {err.strerror}") from err
         if len(data) != entry["num_bytes"]:
-            raise DataError(path, f"truncated or altered: {len(data)} bytes, the manifest says {entry['num_bytes']}")
+            raise UserError(path, f"truncated or altered: {len(data)} bytes, the manifest says {entry['num_bytes']}")
         if self.verify_sha256 and hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise DataError(path, "sha256 does not match the manifest: the shard is corrupt or was replaced")
+            raise UserError(path, "sha256 does not match the manifest: the shard is corrupt or was replaced")
         samples = read_samples(data, path)
         if len(samples) != entry["num_samples"]:
-            raise DataError(path, f"holds {len(samples)} samples, the manifest says {entry['num_samples']}")
+            raise UserError(path, f"holds {len(samples)} samples, the manifest says {entry['num_samples']}")
         return samples
 
 
@@ -110,10 +132,10 @@ class _WorkerStream(IterableDataset):
         return self._plan[1]
 
     def __iter__(self):
-        """A bad shard is sent as an item: the DataLoader would turn the DataError into a RuntimeError."""
+        """A bad shard is sent as an item: the DataLoader would turn the UserError into a RuntimeError."""
         try:
             yield from self._batches(*self.cursor.tolist())
-        except DataError as err:
+        except UserError as err:
             yield -1, err
 
     def _batches(self, epoch: int, start: int):
@@ -141,7 +163,7 @@ class _WorkerStream(IterableDataset):
             waiting = []
             yield pos, last
         if waiting and last is None:
-            raise DataError(self.folder, f"replica {self.replica} has no sound batch left in epoch {epoch}")
+            raise UserError(self.folder, f"replica {self.replica} has no sound batch left in epoch {epoch}")
         for stand_in_for, lost in waiting:
             yield stand_in_for, dataclasses.replace(last, corrupt_samples=lost)
 
@@ -213,7 +235,7 @@ class ShardReader:
         """The rest of the current epoch, in plan order; then the epoch advances."""
         waiting = {}
         for position, batch in self._batches():
-            if isinstance(batch, DataError):
+            if isinstance(batch, UserError):
                 raise batch
             waiting[position] = batch
             while self.position in waiting:
@@ -252,6 +274,8 @@ __all__ = ["ReaderConfig", "ShardReader", "ShardSet", "should_pin_memory"]
 
 def _leave_stopping_to_parent(_worker_id: int) -> None:
     """A worker ignores SIGUSR1, which asks a run to checkpoint and stop (``scancel --full
-    --signal=USR1`` sends it to every process) and would kill it: the trainer stops, then shuts its
-    workers down. SIGTERM keeps its default: Python's exit terminates leftover workers with it."""
+    --signal=USR1`` sends it to every process) and would kill it, and SIGINT, which Ctrl-C sends to the
+    whole foreground process group: the trainer stops, then shuts its workers down. SIGTERM keeps its
+    default: Python's exit terminates leftover workers with it."""
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

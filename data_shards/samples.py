@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data_shards.batches import DECODE
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 
 if TYPE_CHECKING:
     from data_shards.reader import ShardSet
@@ -44,7 +44,7 @@ class SampleSource:
                 items.append(self.decode(samples[index]))
             except Exception as err:  # anything a malformed payload raises (json, PIL, a missing key)
                 path = self.shards.folder / self.shards.shards[shard]["name"]
-                self._corrupt(DataError(path, f"sample {index} does not decode: {type(err).__name__}: {err}"))
+                self._corrupt(UserError(path, f"sample {index} does not decode: {type(err).__name__}: {err}"))
                 continue
             kept.append(sample_id)
         for shard in [s for s, last in self.last_use.items() if last == k]:
@@ -55,12 +55,12 @@ class SampleSource:
         if index not in self.loaded:
             try:
                 self.loaded[index] = self.shards.load(index)
-            except DataError as err:
+            except UserError as err:
                 self._corrupt(err)
                 self.loaded[index] = None
         return self.loaded[index]
 
-    def _corrupt(self, err: DataError) -> None:
+    def _corrupt(self, err: UserError) -> None:
         if not self.skip_corrupt:
             raise err
         self.reported += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data_shards.errors import DataError
-from data_shards.image_sources import IMAGE_FORMATS, detect
+from data_shards.errors import UserError
+from data_shards.image_sources import IMAGE_FORMATS, IMAGE_SUFFIXES, detect, other_files
 from data_shards.manifest import StagedOutput, file_entry, write_manifest
 from data_shards.tario import ShardWriter
 
@@ -101,6 +102,10 @@ def shard_images(cfg: ShardImagesConfig) -> dict:
     """Run the whole job; returns the manifest it wrote to ``cfg.out``."""
     sources = detect(list(cfg.input), cfg.format)
     folder_classes = sorted({c for s in sources for c in s.classes() or ()}) or None
+    for source in sources:
+        if source.format == "folder" and not source.classes():
+            suffixes = " ".join(sorted(IMAGE_SUFFIXES))
+            raise UserError(source.path, f"holds no images (files named {suffixes}, in <class>/ folders)")
     seen, inputs = _Seen(), []
     with StagedOutput(cfg.out, cfg.overwrite) as staging:
         writer = ShardWriter(staging, cfg.shard_size)
@@ -111,7 +116,7 @@ def shard_images(cfg: ShardImagesConfig) -> dict:
                     inputs.append(file_entry(source.labels, format="mnist-idx labels"))
         shards = writer.close()
         if writer.num_samples == 0:
-            raise DataError(cfg.input[0], "holds no images")
+            raise UserError(cfg.input[0], "holds no images")
         manifest = {
             "kind": "images",
             "num_samples": writer.num_samples,
@@ -122,6 +127,7 @@ def shard_images(cfg: ShardImagesConfig) -> dict:
             "selection": {"skip": cfg.skip, "limit": cfg.limit},
             "transform": {"resolution": cfg.resolution, "colour": cfg.colour},
             "inputs": inputs,
+            "left_out_files": dict(sum((other_files(s.path) for s in sources if s.format == "folder"), Counter())),
         }
         write_manifest(staging, manifest)
     return manifest

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.manifest import StagedOutput, file_entry, load_manifest, sha256_file, write_manifest
 from data_shards.tario import ShardWriter
 from data_shards.textio import ParallelInput, language_of, normalize, parallel_inputs
@@ -32,7 +32,7 @@ from data_shards.tokenizers import (
     sentencepiece_version,
     train_sentencepiece,
 )
-from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Vocab
+from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocab
 
 VOCAB_KINDS = ("word", "sentencepiece")
 CHUNK_PAIRS = 2000
@@ -68,9 +68,15 @@ class ShardTextConfig:
             raise ValueError("give at least one --src file")
         if self.vocab not in VOCAB_KINDS:
             raise ValueError(f"--vocab must be one of {VOCAB_KINDS}, not {self.vocab!r}")
-        for name in ("src_vocab_size", "tgt_vocab_size", "max_len", "shard_size", "workers"):
+        for name in ("max_len", "shard_size", "workers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+                raise ValueError(f"--{name.replace('_', '-')}={getattr(self, name)}: must be at least 1")
+        for name in ("src_vocab_size", "tgt_vocab_size"):
+            if getattr(self, name) <= len(SPECIALS):
+                raise ValueError(
+                    f"--{name.replace('_', '-')}={getattr(self, name)}: must be more than the {len(SPECIALS)} "
+                    "special tokens, or nothing but them is left"
+                )
         if self.max_len_ratio < 1:
             raise ValueError("--max-len-ratio must be at least 1 (it bounds longer/shorter)")
 
@@ -201,7 +207,7 @@ def _reuse_sides(folder: Path, staging: Path) -> tuple[_Side, _Side, tuple[Vocab
     """Tokenizers and vocabularies of an existing shard set (for dev and test sets)."""
     manifest = load_manifest(folder)
     if manifest.get("kind") != "text-pairs":
-        raise DataError(folder, "--vocab-from needs a folder written by shard-text")
+        raise UserError(folder, "--vocab-from needs a folder written by shard-text")
     tokenizer, sides, vocabs = manifest["tokenizer"], [], []
     for side in ("src", "tgt"):
         vocab_file = manifest["vocab"][side]["file"]
@@ -241,7 +247,7 @@ def shard_text(cfg: ShardTextConfig) -> dict:
         spill = staging / SPILL
         counts, src_words, tgt_words = _tokenize_all(cfg, inputs, src, tgt, sum(sizes), spill)
         if counts.kept == 0:
-            raise DataError(cfg.src[0], f"no sentence pair is left after filtering ({_describe(counts)})")
+            raise UserError(cfg.src[0], f"no sentence pair is left after filtering ({_describe(counts)})")
         if vocabs is None:
             vocabs = (
                 Vocab.most_frequent(src_words, cfg.src_vocab_size),

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 
 BLOCK = 512
 
@@ -92,12 +92,12 @@ def _members(data: bytes, path: Path) -> Iterator[tuple[str, memoryview]]:
         if header.count(0) == BLOCK:
             return  # the end-of-archive marker
         if _octal(header[148:156]) != sum(header[:148]) + 256 + sum(header[156:]):
-            raise DataError(path, f"corrupt tar header at byte {offset}")
+            raise UserError(path, f"corrupt tar header at byte {offset}")
         size, kind = _octal(header[124:136]), header[156:157]
         start = offset + BLOCK
         offset = start + (size + BLOCK - 1) // BLOCK * BLOCK
         if offset > len(data):
-            raise DataError(path, f"truncated tar: a member needs bytes up to {offset}, the file has {len(data)}")
+            raise UserError(path, f"truncated tar: a member needs bytes up to {offset}, the file has {len(data)}")
         if kind == b"L":  # GNU long name for the next member
             long_name = bytes(view[start : start + size]).rstrip(b"\0").decode()
         elif kind in (b"0", b"\0"):
@@ -105,7 +105,7 @@ def _members(data: bytes, path: Path) -> Iterator[tuple[str, memoryview]]:
             name = long_name or (prefix + b"/" + base if prefix else base).decode()
             long_name = None
             yield name, view[start : start + size]
-    raise DataError(path, f"truncated tar: it ends at byte {len(data)} without the end-of-archive marker")
+    raise UserError(path, f"truncated tar: it ends at byte {len(data)} without the end-of-archive marker")
 
 
 def read_samples(data: bytes, path: Path) -> list[dict[str, memoryview]]:

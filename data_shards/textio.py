@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 
 FORMATS = ("auto", "plain", "sgm", "tsv")
 _SGM_START = re.compile(rb"^\s*<(srcset|refset|tstset|doc|seg)\b", re.IGNORECASE)
@@ -27,9 +27,9 @@ _SPACE = re.compile(r"\s+")
 def open_bytes(path: Path):
     """Open a file for binary reading, transparently un-gzipping it (detected by magic bytes)."""
     if not path.exists():
-        raise DataError(path, "no such file")
+        raise UserError(path, "no such file")
     if path.is_dir():
-        raise DataError(path, "is a directory, expected a text file")
+        raise UserError(path, "is a directory, expected a text file")
     with open(path, "rb") as probe:
         magic = probe.read(2)
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
@@ -46,7 +46,7 @@ def detect_format(path: Path) -> str:
                 if raw.strip():
                     return "sgm" if _SGM_START.match(raw) else "plain"
         except (OSError, EOFError) as err:
-            raise DataError(path, f"cannot read: {err}") from err
+            raise UserError(path, f"cannot read: {err}") from err
     return "plain"
 
 
@@ -65,11 +65,11 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 try:
                     yield number, raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as err:
-                    raise DataError(
+                    raise UserError(
                         path, f"line {number}: bytes are not UTF-8 ({err.reason} at byte {err.start})"
                     ) from None
         except (OSError, EOFError) as err:
-            raise DataError(path, f"cannot read (corrupt or truncated?): {err}") from err
+            raise UserError(path, f"cannot read (corrupt or truncated?): {err}") from err
 
 
 def _sgm_segments(path: Path) -> Iterator[str]:
@@ -78,7 +78,7 @@ def _sgm_segments(path: Path) -> Iterator[str]:
             continue
         match = _SEG.search(line)
         if match is None:
-            raise DataError(path, f"line {number}: <seg> without </seg> on the same line")
+            raise UserError(path, f"line {number}: <seg> without </seg> on the same line")
         yield _ENTITY.sub(lambda m: _XML_ENTITIES[m.group(0)], match.group(1))
 
 
@@ -98,7 +98,7 @@ class TextSource:
             for number, line in _decoded_lines(self.path):
                 fields = line.split("\t")
                 if len(fields) <= self.column:
-                    raise DataError(
+                    raise UserError(
                         self.path, f"line {number}: {len(fields)} tab-separated column(s), need column {self.column}"
                     )
                 yield fields[self.column]
@@ -117,7 +117,7 @@ class TextSource:
                     lines += chunk.count(b"\n")
                     last = chunk[-1:]
             except (OSError, EOFError) as err:
-                raise DataError(self.path, f"cannot read (corrupt or truncated?): {err}") from err
+                raise UserError(self.path, f"cannot read (corrupt or truncated?): {err}") from err
         return lines + (last != b"\n")
 
 
@@ -143,7 +143,7 @@ class ParallelInput:
         num_src = self.src.count()
         num_tgt = num_src if self.src.path == self.tgt.path else self.tgt.count()
         if num_src != num_tgt:
-            raise DataError(
+            raise UserError(
                 self.src.path,
                 f"has {num_src} sentences but its target {self.tgt.path} has {num_tgt}: parallel files must align",
             )
@@ -159,15 +159,15 @@ def parallel_inputs(
     """Pair ``--src`` with ``--tgt`` files by position; TSV files pair with themselves."""
     for path in [*src, *(tgt or [])]:
         if not path.exists():
-            raise DataError(path, "no such file")
+            raise UserError(path, "no such file")
     if tgt and len(src) != len(tgt):
-        raise DataError(None, f"{len(src)} --src file(s) but {len(tgt)} --tgt file(s): give one target per source")
+        raise UserError(None, f"{len(src)} --src file(s) but {len(tgt)} --tgt file(s): give one target per source")
     inputs = []
     for i, src_path in enumerate(src):
         src_format = detect_format(src_path)
         if not tgt:
             if src_format != "tsv":
-                raise DataError(src_path, "no --tgt given, so this must be a TSV file (source<TAB>target, named *.tsv)")
+                raise UserError(src_path, "no --tgt given, so this must be a TSV file (source<TAB>target, named *.tsv)")
             inputs.append(
                 ParallelInput(
                     src=TextSource(path=src_path, format="tsv", column=tsv_columns[0]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 
 HELD_OUT = re.compile(r"newstest201[234]|(^|/)(test|val|valid|dev)\.[a-z]{2}(\.gz)?$")
 WHERE_FROM = (
@@ -30,8 +30,8 @@ def wmt14_root(explicit: Path | None, environ: dict, shared_data: Path) -> Path:
             if candidate.is_dir():
                 return candidate
             if candidate is explicit:
-                raise DataError(candidate, "--data-root is not a folder")
-    raise DataError(None, WHERE_FROM)
+                raise UserError(candidate, "--data-root is not a folder")
+    raise UserError(None, WHERE_FROM)
 
 
 def _partner(path: Path, lang: str) -> Path | None:
@@ -56,7 +56,7 @@ def training_pairs(root: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
             sources.append(path)
             targets.append(partner)
     if not sources:
-        raise DataError(root, "holds no NAME.en / NAME.fr training pairs")
+        raise UserError(root, "holds no NAME.en / NAME.fr training pairs")
     return tuple(sources), tuple(targets)
 
 
@@ -68,4 +68,4 @@ def find_test_set(root: Path, year: int = 2014) -> tuple[Path, Path]:
         ref = [p for p in found if re.search(ref_pattern, p.name)]
         if src and ref:
             return src[0], ref[0]
-    raise DataError(root, f"holds no newstest{year} English-French test set")
+    raise UserError(root, f"holds no newstest{year} English-French test set")

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import torch
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _INCOMPLETE = re.compile(r"^\.step-(\d{8,})\.pt\.tmp-\d+$")
@@ -44,7 +46,7 @@ class Checkpointer:
         try:
             final = atomic_save(state, self.path_for(step))
         except OSError as err:
-            raise DataError(
+            raise UserError(
                 self.path_for(step),
                 f"could not be written ({err.strerror or err}); the newest complete checkpoint, "
                 f"{self.latest() or 'none yet'}, is intact and is the one --resume auto takes",
@@ -53,6 +55,25 @@ class Checkpointer:
         for old in self.complete()[: -self.keep] if self.keep > 0 else []:
             old.unlink(missing_ok=True)
         return final
+
+    def check_room(self, checkpoint_bytes: int) -> None:
+        """Before the first step, not at the first save: the folder can be made and written, and its disk
+        has room for one more checkpoint of about ``checkpoint_bytes``."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise UserError(
+                err.filename or self.folder, f"cannot be written ({err.strerror or err}): checkpoints go here"
+            ) from None
+        free = shutil.disk_usage(self.folder).free
+        if free < checkpoint_bytes:
+            raise UserError(
+                self.folder,
+                f"its disk has {free / 1e9:.2f} GB free and one checkpoint takes about {checkpoint_bytes / 1e9:.2f} GB",
+            )
 
     def mark_saved(self) -> None:
         """Replicas that did not write still restart their clock."""
@@ -120,13 +141,47 @@ class _Writer:
         self.file.flush()
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Tensors and plain values only: ``weights_only=True`` refuses anything that could run code."""
+KINDS = {"s2s": "a translation model (s2s)", "gan": "a GAN (gan)", "classifier": "an MNIST classifier"}
+
+
+def load_checkpoint(path: Path, kind: str | None = None, purpose: str = "") -> dict:
+    """Tensors and plain values only: ``weights_only=True`` refuses anything that could run code. With
+    ``kind`` (s2s|gan|classifier), a checkpoint of another kind is a one-line error saying what it is
+    and that ``purpose`` needs the other."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:  # not a checkpoint, truncated, or unsafe
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(path, f"is not a loadable checkpoint: {first_line}") from err
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" in str(err).lower():
+            raise UserError(
+                path, "holds objects other than tensors and plain values: refused, loading it could run code"
+            ) from None
+        raise UserError(path, f"is not a checkpoint ({_first_line(err)})") from None
+    except (RuntimeError, EOFError, ValueError, IndexError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as err:
+        raise UserError(
+            path, f"is not a checkpoint, or is truncated ({type(err).__name__}: {_first_line(err)})"
+        ) from None
+    if not isinstance(state, dict):
+        raise UserError(path, f"is not a checkpoint of this project (it holds a {type(state).__name__})")
+    if kind is not None and (found := checkpoint_kind(state)) != kind:
+        what = KINDS.get(found, "not one of this project's checkpoints")
+        raise UserError(path, f"is {what}; {purpose or 'this'} needs {KINDS[kind]}")
+    return state
+
+
+def checkpoint_kind(state: dict) -> str:
+    """s2s, gan, classifier, or unknown: which job wrote a loaded checkpoint."""
+    if "generator" in state:
+        return "gan"
+    if "model" in state and "vocab" in state:
+        return "s2s"
+    if "test_accuracy" in state:
+        return "classifier"
+    return "unknown"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def newest_in(path: Path) -> Path:
@@ -137,8 +192,8 @@ def newest_in(path: Path) -> Path:
         latest = Checkpointer(path / "checkpoints").latest() or Checkpointer(path).latest()
         if latest is not None:
             return latest
-        raise DataError(path, "holds no complete checkpoint")
-    raise DataError(path, "no such checkpoint")
+        raise UserError(path, "holds no complete checkpoint")
+    raise UserError(path, "no such checkpoint")
 
 
 def resolve_resume(resume: str, checkpointer: Checkpointer) -> Path | None:
@@ -149,5 +204,5 @@ def resolve_resume(resume: str, checkpointer: Checkpointer) -> Path | None:
         return checkpointer.latest()
     path = Path(resume)
     if not path.is_file():
-        raise DataError(path, "no such checkpoint (--resume takes auto, never or a checkpoint file)")
+        raise UserError(path, "no such checkpoint (--resume takes auto, never or a checkpoint file)")
     return path

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train import flight_recorder
 
 
@@ -77,7 +77,7 @@ def device_kind(requested: str = "auto", setting: str = "parallel.device=") -> s
         raise ValueError(f"{setting.rstrip('= ')} must be one of {', '.join(DEVICE_KINDS)}, not {requested!r}")
     visible = torch.cuda.is_available()
     if requested == "cuda" and not visible:
-        raise DataError(None, f"{setting}cuda, but no GPU is visible to this process (use cpu or auto)")
+        raise UserError(None, f"{setting}cuda, but no GPU is visible to this process (use cpu or auto)")
     if requested == "auto":
         return "cuda" if visible else "cpu"
     return requested
@@ -90,7 +90,7 @@ def replica_devices(local_rank: int, devices_per_replica: int, device: str = "au
         return ("cpu",) * devices_per_replica
     first = local_rank * devices_per_replica
     if first + devices_per_replica > torch.cuda.device_count():
-        raise DataError(
+        raise UserError(
             None,
             f"local rank {local_rank} needs GPUs {first}..{first + devices_per_replica - 1}, "
             f"but {torch.cuda.device_count()} are visible: lower --nproc_per_node or devices_per_replica, "

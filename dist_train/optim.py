@@ -11,6 +11,8 @@ from typing import Literal
 
 import torch
 
+from data_shards.checks import above, at_least, within
+
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
@@ -25,14 +27,13 @@ class OptimConfig:
     decay_fraction: float = 0.0  # the run's last fraction of steps: lr × a linear decay to 0 (0: none)
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.max_grad_norm < 0:
-            raise ValueError("optim.lr must be positive and optim.max_grad_norm non-negative")
-        if self.schedule == "epochs" and self.halve_every_epochs <= 0:
-            raise ValueError("optim.halve_every_epochs must be positive")
-        if self.schedule == "steps" and (self.halve_after_steps < 0 or self.halve_every_steps <= 0):
-            raise ValueError("schedule=steps needs optim.halve_every_steps > 0 and optim.halve_after_steps >= 0")
-        if not 0.0 <= self.decay_fraction < 1.0:
-            raise ValueError("optim.decay_fraction must be in [0, 1)")
+        above(self, "optim", 0, "lr")
+        at_least(self, "optim", 0, "max_grad_norm", note="0: no clipping")
+        above(self, "optim", 0, "halve_every_epochs")
+        at_least(self, "optim", 0, "halve_after_epochs", "halve_after_steps")
+        if self.schedule == "steps":
+            above(self, "optim", 0, "halve_every_steps", note="schedule=steps")
+        within(self, "optim", 0.0, 1.0, "decay_fraction")
 
 
 def build_optimizer(cfg: OptimConfig, params) -> torch.optim.Optimizer:
@@ -130,10 +131,10 @@ class GanOptimConfig:
     max_grad_norm: float = 0.0  # 0: no clipping (the paper's)
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.min_lr < 0 or self.lr_decay < 1 or self.max_grad_norm < 0:
-            raise ValueError("optim.lr > 0, optim.min_lr >= 0, optim.lr_decay >= 1, optim.max_grad_norm >= 0")
-        if not (0 <= self.momentum < 1 and 0 <= self.final_momentum < 1) or self.momentum_saturate_epoch < 1:
-            raise ValueError("optim.momentum and final_momentum must be in [0, 1), momentum_saturate_epoch >= 1")
+        above(self, "optim", 0, "lr")
+        at_least(self, "optim", 0, "min_lr", "max_grad_norm")
+        at_least(self, "optim", 1, "lr_decay", "momentum_saturate_epoch")
+        within(self, "optim", 0, 1, "momentum", "final_momentum")
 
 
 def build_gan_optimizer(cfg: GanOptimConfig, params) -> torch.optim.Optimizer:

@@ -1,5 +1,6 @@
 """SIGTERM and SIGUSR1 ask a training run to checkpoint and stop cleanly (exit 0), so that a
-requeued job resumes with ``--resume auto`` and loses no step.
+requeued job resumes with ``--resume auto`` and loses no step. A first Ctrl-C (SIGINT) does the same,
+saying so; a second one stops at once (KeyboardInterrupt, exit 130, nothing saved).
 
 Slurm sends SIGUSR1 ahead of a preemption or the time limit (``--signal=B:USR1@120``, forwarded by
 the batch script) and SIGTERM when it cancels a job; torchrun passes on the signals it is told to
@@ -10,6 +11,7 @@ loop checks it after every step and all replicas agree on it, so they stop at th
 from __future__ import annotations
 
 import signal
+import sys
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _received: list[str] = []
@@ -19,10 +21,18 @@ def install() -> None:
     """From now on the stop signals are recorded instead of killing the process (main thread only)."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, _record)
+    signal.signal(signal.SIGINT, _interrupt)
 
 
 def _record(signum: int, _frame) -> None:
     _received.append(signal.Signals(signum).name)
+
+
+def _interrupt(signum: int, frame) -> None:
+    if "SIGINT" in _received:
+        raise KeyboardInterrupt
+    _record(signum, frame)
+    print("interrupted: checkpointing after this step, then stopping (Ctrl-C again stops at once)", file=sys.stderr)
 
 
 def requested() -> str | None:

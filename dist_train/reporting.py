@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
-from data_shards.errors import DataError  # noqa: E402
+from data_shards.errors import UserError  # noqa: E402
 
 S2S_EVALUATION = ["step", "bleu", "bleu_tokenized", "bleu_copy_baseline", "perplexity", "beam", "num_sentences"]
 GAN_EVALUATION = ["step", "parzen_ll", "parzen_se", "parzen_sigma", "fcd", "class_coverage"]
@@ -33,7 +33,7 @@ def read_jsonl(path: Path) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError:
-                raise DataError(path, f"line {number} is not JSON") from None
+                raise UserError(path, f"line {number} is not JSON") from None
     return records
 
 
@@ -73,7 +73,7 @@ def write_report(run_dir: Path) -> dict:
     """Plots and markdown for one run directory; what was written."""
     records = read_jsonl(run_dir / "train.jsonl")
     if not records:
-        raise DataError(run_dir / "train.jsonl", "no training log here: is this a run directory?")
+        raise UserError(run_dir / "train.jsonl", "no training log here: is this a run directory?")
     evaluations = read_jsonl(run_dir / "evaluations.jsonl")
     out = run_dir / "report"
     out.mkdir(exist_ok=True)

@@ -79,7 +79,7 @@ class Translator:
     the encoder sorts by them, and a device copy would make every batch wait for the device."""
 
     def __init__(self, checkpoints: list[Path], *, device: torch.device | str = "cpu") -> None:
-        states = [load_checkpoint(Path(p)) for p in checkpoints]
+        states = [load_checkpoint(Path(p), "s2s", "translating") for p in checkpoints]
         vocab = states[0]["vocab"]
         for path, state in zip(checkpoints[1:], states[1:]):
             if state["vocab"]["tokens"] != vocab["tokens"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -79,9 +80,23 @@ def parse_value(text: str, tp, key: str):
             return False
         raise ConfigError(f"{key} must be true or false, not {text!r}")
     try:
-        return Path(text) if tp is Path else tp(text)
+        value = Path(text) if tp is Path else tp(text)
     except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be {getattr(tp, '__name__', tp)}, not {text!r}") from None
+        raise ConfigError(f"{key} must be {_kind(tp)}, not {text!r}") from None
+    return _finite(value, key)
+
+
+def _kind(tp) -> str:
+    return {int: "a whole number", float: "a number", str: "text", Path: "a path"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _finite(value, key: str):
+    """No setting takes NaN or infinity: a NaN learning rate trains nothing and says nothing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, not {value}")
+    return value
 
 
 def _check_toml_value(value, tp, key: str):
@@ -93,10 +108,12 @@ def _check_toml_value(value, tp, key: str):
         return tuple(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float):
+        return _finite(value, key)
     if tp is Path and isinstance(value, str):
         return Path(value)
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{key} must be {tp.__name__}, not {value!r}")
+        raise ConfigError(f"{key} must be {_kind(tp)}, not {value!r}")
     return value
 
 

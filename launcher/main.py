@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train.distributed import PeerError
 from launcher.commands import (
     bench,
@@ -83,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     try:
         return args.run(args)
-    except (DataError, PeerError) as err:
+    except (UserError, PeerError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # on a path the user gave (read-only, full, missing): theirs to fix, not a bug
+        if err.filename is None:
+            raise
+        print(f"error: {UserError.from_os_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

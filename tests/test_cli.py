@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import WMT, run_cli
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train.gan_metrics import nearest, parzen_log_likelihoods, squared_distances
 from dist_train.models.gan import GanModelConfig, build_gan
 from launcher.commands.evaluate_gan import generate
@@ -150,11 +150,11 @@ def test_device_auto_is_the_first_gpu_when_one_is_visible(monkeypatch):
     pretend_gpus(monkeypatch, 2)
     assert inference_device("auto") == torch.device("cuda:0")
     assert inference_device("cuda:1") == torch.device("cuda:1") and inference_device("cpu") == torch.device("cpu")
-    with pytest.raises(DataError, match="sees only 2 GPU"):
+    with pytest.raises(UserError, match="sees only 2 GPU"):
         inference_device("cuda:2")
     pretend_gpus(monkeypatch, 0)
     assert inference_device("auto") == torch.device("cpu")
-    with pytest.raises(DataError, match="no GPU is visible"):
+    with pytest.raises(UserError, match="no GPU is visible"):
         inference_device("cuda")
 
 

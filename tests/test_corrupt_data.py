@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from data_shards import DataError, ReaderConfig, ShardReader, ShardSet
+from data_shards import ReaderConfig, ShardReader, ShardSet, UserError
 from data_shards.tario import read_samples
 from launcher.main import main
 
@@ -53,7 +53,7 @@ def test_an_undecodable_sample_is_an_error_naming_its_shard_and_index(newstest_s
     folder = corrupt_copy(newstest_small_shards, tmp_path)
     break_a_sample(folder, 4, sample=17)
     ShardSet(folder).load(4)  # the shard itself matches its manifest
-    with pytest.raises(DataError, match=r"shard-000004.tar: sample 17 does not decode: JSONDecodeError"):
+    with pytest.raises(UserError, match=r"shard-000004.tar: sample 17 does not decode: JSONDecodeError"):
         list(ShardReader(folder, ReaderConfig(batch_size=64, num_workers=2)))
 
 
@@ -93,7 +93,7 @@ def test_batches_with_no_sound_sample_are_stood_in_for_and_a_replica_with_none_i
     assert len(batches) == len(reader) and all(len(b) for b in batches)
     assert {i for b in batches for i in b.sample_ids.tolist()} == set(range(last.starts[-2], last.num_samples))
     truncate(folder, len(last.shards) - 1)
-    with pytest.raises(DataError, match="replica 0 has no sound batch left in epoch 0"):
+    with pytest.raises(UserError, match="replica 0 has no sound batch left in epoch 0"):
         list(ShardReader(folder, cfg))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ONE_NODE, finished, free_port, losses, tiny_cli, torchrun
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train.checkpoint import load_checkpoint
 from dist_train.parallel.deepspeed_engine import REPO_ROOT, load_config
 
@@ -54,13 +54,13 @@ def test_the_shipped_configs_get_the_jobs_values_where_they_say_auto():
 def test_a_config_that_disagrees_with_the_job_is_refused_naming_the_file(tmp_path, content, precision, message):
     path = tmp_path / "mine.json"
     path.write_text(content)
-    with pytest.raises(DataError, match=message) as err:
+    with pytest.raises(UserError, match=message) as err:
         load_config(str(path), precision=precision, **JOB)
     assert "mine.json" in str(err.value)
 
 
 def test_a_missing_config_lists_the_shipped_ones():
-    with pytest.raises(DataError, match=r"no such DeepSpeed config.*zero1\.json, zero2-bf16\.json"):
+    with pytest.raises(UserError, match=r"no such DeepSpeed config.*zero1\.json, zero2-bf16\.json"):
         load_config("cluster/deepspeed/zero3.json", precision="fp32", **JOB)
 
 

@@ -17,7 +17,7 @@ import torch
 from conftest import map_sources_for_copying
 
 from data_shards import ReaderConfig, ShardReader
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train import distributed, flight_recorder, rng
 from dist_train.distributed import Topology, all_gather_objects, backend_for, init_distributed, replica_devices
 from dist_train.models.gan import build_gan, sample_noise
@@ -152,10 +152,10 @@ def test_parallel_device_cpu_is_honoured_with_gpus_visible(gpus, monkeypatch):
 def test_two_processes_on_a_one_gpu_machine_say_how_to_run(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(DataError, match=r"GPUs 1\.\.1, but 1 are visible.*parallel.device=cpu"):
+    with pytest.raises(UserError, match=r"GPUs 1\.\.1, but 1 are visible.*parallel.device=cpu"):
         replica_devices(1, 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(DataError, match="parallel.device=cuda, but no GPU is visible"):
+    with pytest.raises(UserError, match="parallel.device=cuda, but no GPU is visible"):
         replica_devices(0, 1, "cuda")
 
 
@@ -184,7 +184,7 @@ def test_rng_state_is_the_replicas_own_gpus_and_restores_on_fewer(monkeypatch):
 
 def test_deepspeed_is_refused_before_anything_starts_for_a_replica_over_several_gpus():
     cfg = ParallelConfig(engine="deepspeed", placement="paper", devices_per_replica=8)
-    with pytest.raises(DataError, match="use parallel.engine=ddp"):
+    with pytest.raises(UserError, match="use parallel.engine=ddp"):
         check_replica(cfg, Topology(devices=tuple(f"cuda:{i}" for i in range(8))))
     check_replica(cfg, Topology(devices=("cpu",) * 8))  # on the CPU every device is one: it works (tested elsewhere)
     check_replica(ParallelConfig(placement="paper", devices_per_replica=8), Topology(devices=("cuda:0",) * 8))

@@ -17,7 +17,7 @@ from conftest import losses, run_cli
 from local_cluster import poll
 
 import dist_train.checkpoint
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train.checkpoint import Checkpointer, load_checkpoint
 from dist_train.distributed import Topology, peer_failure, replica_devices
 from dist_train.models.seq2seq import Seq2Seq
@@ -162,7 +162,7 @@ def test_more_devices_per_replica_than_visible_gpus_is_a_one_line_error(monkeypa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     assert replica_devices(0, 8) == tuple(f"cuda:{i}" for i in range(8))
-    with pytest.raises(DataError, match=r"local rank 1 needs GPUs 8..15, but 8 are visible: lower --nproc_per_node"):
+    with pytest.raises(UserError, match=r"local rank 1 needs GPUs 8..15, but 8 are visible: lower --nproc_per_node"):
         replica_devices(1, 8)
 
 

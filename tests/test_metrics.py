@@ -11,7 +11,7 @@ import torch
 from conftest import ONE_NODE, free_port, stopped_by_signal, torchrun
 from local_cluster import config_for_test, install_or_skip, poll, prometheus_query, scrape, script, start
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train.distributed import Topology
 from dist_train.metrics import MetricsConfig, ProgressBarSink, PrometheusSink
 from dist_train.metrics.prometheus import TARGETS_FILE, targets_files
@@ -93,7 +93,7 @@ def test_port_is_base_plus_local_rank_and_a_taken_one_is_said():
         port, note = second.serve(cfg, topology())  # local rank 0 of another job: base is taken
         second.close()
         assert port == base + 1 and note == f"port {base} was taken, serving on {base + 1}"
-        with pytest.raises(DataError, match=f"metrics port {base} on 127.0.0.1 is taken"):
+        with pytest.raises(UserError, match=f"metrics port {base} on 127.0.0.1 is taken"):
             PrometheusSink(LABELS, torch.device("cpu")).serve(
                 MetricsConfig(port=base, bind="127.0.0.1", on_port_taken="error"), topology()
             )

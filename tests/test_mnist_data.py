@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.image_sources import _read_idx
 from data_shards.mnist import read_mnist_pickle
 from data_shards.reader import ShardSet
@@ -52,5 +52,5 @@ def test_the_pickle_gives_the_idx_pixels_and_refuses_anything_but_arrays(data_ro
     evil = tmp_path / "evil.pkl.gz"
     with gzip.open(evil, "wb") as f:
         pickle.dump((print, "not arrays"), f)
-    with pytest.raises(DataError, match="not allowed"):
+    with pytest.raises(UserError, match="not allowed"):
         read_mnist_pickle(evil)

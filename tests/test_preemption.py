@@ -12,6 +12,7 @@ import pytest
 from conftest import losses
 from local_cluster import poll
 
+from launcher.main import main
 from launcher.paths import PROJECT_ROOT
 
 
@@ -27,7 +28,7 @@ def summary(process) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])  # SIGINT: a first Ctrl-C
 def test_a_stop_signal_checkpoints_and_the_resumed_run_is_the_uninterrupted_one(newstest_small_shards, tmp_path, sig):
     straight = s2s(newstest_small_shards, tmp_path / "straight")
     stopped = s2s(newstest_small_shards, tmp_path / "stopped")
@@ -43,3 +44,20 @@ def test_a_stop_signal_checkpoints_and_the_resumed_run_is_the_uninterrupted_one(
     resumed, uninterrupted = losses(tmp_path / "stopped"), losses(tmp_path / "straight")
     assert sorted(resumed) == list(range(1, 61))  # each step logged once: none repeated or skipped
     assert resumed == uninterrupted
+
+
+def test_a_rerun_after_a_crash_logs_each_step_once_and_says_where_each_attempt_began(newstest_small_shards, tmp_path):
+    run = tmp_path / "run"
+    args = ["s2s", "--preset", "tiny", "--data", str(newstest_small_shards), "--run-dir", str(run), "threads=1"]
+    args += ["metrics.port=0", "log_every=1", "checkpoint_every_steps=3"]
+    assert main([*args, "max_steps=3"]) == 0
+    log = run / "train.jsonl"
+    with log.open("a") as f:  # an attempt that logged steps 4 and 5, then died before its next checkpoint
+        f.writelines(json.dumps({"step": step, "loss": 99.0}) + "\n" for step in (4, 5))
+        f.write('{"step": 6, "lo')  # cut short mid-line
+    assert main([*args, "max_steps=6"]) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]  # never back, no zig-zag
+    assert 99.0 not in [r["loss"] for r in records if "loss" in r], "the dead attempt's steps are gone"
+    began = [(r["step"], r.get("resumed_from")) for r in records if r.get("attempt_began")]
+    assert began == [(0, None), (3, "step-00000003.pt")]

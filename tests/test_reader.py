@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_shards import DataError, ReaderConfig, ShardReader, ShardSet
+from data_shards import ReaderConfig, ShardReader, ShardSet, UserError
 from data_shards.batches import as_torch, collate_images, collate_text
 from data_shards.plan import plan_epoch
 from data_shards.reader import should_pin_memory
@@ -130,15 +130,15 @@ def test_altered_or_truncated_shards_are_refused(newstest_small_shards, tmp_path
     data = bytearray(shard.read_bytes())
     data[5000] ^= 1
     shard.write_bytes(bytes(data))
-    with pytest.raises(DataError, match="shard-000002.tar: sha256 does not match"):
+    with pytest.raises(UserError, match="shard-000002.tar: sha256 does not match"):
         ShardSet(copy).load(2)
     shard.write_bytes(bytes(data[: len(data) // 2]))
-    with pytest.raises(DataError, match="shard-000002.tar: truncated"):
+    with pytest.raises(UserError, match="shard-000002.tar: truncated"):
         ShardSet(copy).load(2)
-    with pytest.raises(DataError, match="truncated tar"):
+    with pytest.raises(UserError, match="truncated tar"):
         read_samples(bytes(data[:7000]), shard)
     reader = ShardReader(copy, ReaderConfig(batch_size=64, num_workers=2))
-    with pytest.raises(DataError, match="shard-000002.tar"):
+    with pytest.raises(UserError, match="shard-000002.tar"):
         list(reader)
 
 

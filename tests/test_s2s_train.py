@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import ONE_NODE, finished, free_port, losses, run_cli, tiny_cli, torchrun
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train.checkpoint import Checkpointer, load_checkpoint
 from launcher.main import main
 
@@ -42,8 +42,15 @@ def test_checkpoint_holds_the_full_state_and_loads_weights_only(newstest_small_s
     assert len(state["vocab"]["tokens"]["tgt"]) == 2000 and state["config"]["model"]["hidden_dim"] == 32
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"model": state["model"], "hook": Checkpointer}, unsafe)  # a pickled class could run code
-    with pytest.raises(DataError, match="not a loadable checkpoint"):
+    with pytest.raises(UserError, match="refused, loading it could run code") as refused:
         load_checkpoint(unsafe)
+    assert "weights_only" not in str(refused.value), "never relay torch's advice to load it unsafely"
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(UserError, match=r"notes\.txt: is not a checkpoint"):
+        load_checkpoint(text)
+    with pytest.raises(UserError, match=r"is a translation model \(s2s\); evaluate-gan needs a GAN"):
+        load_checkpoint(Checkpointer(tmp_path / "run" / "checkpoints").latest(), "gan", "evaluate-gan")
 
 
 def test_torchrun_two_processes_data_parallel(newstest_small_shards, tmp_path):

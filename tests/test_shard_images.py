@@ -13,6 +13,7 @@ import pytest
 
 from data_shards import ShardImagesConfig, ShardSet, shard_images
 from data_shards.batches import decode_image
+from data_shards.errors import UserError
 
 
 def shard(out, *inputs, **kw):
@@ -115,8 +116,8 @@ def test_mixed_sizes_and_modes_become_one_shape_with_resolution_and_colour(tmp_p
         picture.save(tmp_path / "in" / cls / f"{size[0]}x{size[1]}.png")
     kept = shard(tmp_path / "kept", tmp_path / "in")
     assert kept["image_shape"] is None
-    with pytest.raises(ValueError, match="shard-images --resolution N"):
-        image_shape(kept)
+    with pytest.raises(UserError, match=r"kept: the gan job needs images of one shape.*shard-images --resolution N"):
+        image_shape(kept, tmp_path / "kept")
     made = shard(tmp_path / "made", tmp_path / "in", resolution=8, colour="rgb")
     assert made["image_shape"] == [8, 8, 3] and image_shape(made) == (3, 8, 8)
     assert made["transform"] == {"resolution": 8, "colour": "rgb"}

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train.distributed import Topology, all_gather_objects
 
 PREFIX = "dist_train_"
@@ -123,15 +123,15 @@ class PrometheusSink:
                 return port, "" if port == wanted else f"port {wanted} was taken, serving on {port}"
             except OSError as err:
                 if err.errno != errno.EADDRINUSE:
-                    raise DataError(None, f"metrics: cannot listen on {cfg.bind}:{port}: {err.strerror}") from None
+                    raise UserError(None, f"metrics: cannot listen on {cfg.bind}:{port}: {err.strerror}") from None
                 if cfg.on_port_taken == "error":
-                    raise DataError(
+                    raise UserError(
                         None,
                         f"metrics port {port} on {cfg.bind} is taken (another job on this node?): set metrics.port "
                         "to a free one, metrics.on_port_taken=next, or metrics.port=0 to switch metrics off",
                     ) from None
                 port += topology.local_world_size
-        raise DataError(None, f"metrics: no free port from {wanted} on ({cfg.bind}); set metrics.port")
+        raise UserError(None, f"metrics: no free port from {wanted} on ({cfg.bind}); set metrics.port")
 
     def close(self) -> None:
         if self.server is not None:

@@ -37,11 +37,22 @@ class IntervalSink:
 
 
 class JsonlSink(IntervalSink):
-    """One JSON object per logging interval, appended to ``path`` (a resumed run continues it)."""
+    """One JSON object per logging interval, appended to ``path``.
 
-    def __init__(self, path: Path) -> None:
+    A run that begins at step ``begins_at`` (a resumed run: its checkpoint's step; a new one: 0) keeps the
+    earlier attempts' records up to that step and drops the rest (what an interrupted attempt logged after
+    its last checkpoint, which this one trains again), so the log's steps only go up; its first record
+    says where it began (``attempt_began``), with ``note``."""
+
+    def __init__(self, path: Path, *, begins_at: int = 0, note: dict | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= begins_at]
+            partial = path.with_suffix(".jsonl.partial")
+            partial.write_text("".join(line + "\n" for line in kept))
+            partial.replace(path)
         self._file = open(path, "a", encoding="utf-8")
+        self.write(begins_at, {"attempt_began": True, **(note or {})})
 
     def write(self, step: int, figures: dict) -> None:
         self._file.write(json.dumps({"step": step, "time": round(time.time(), 3), **figures}) + "\n")
@@ -49,6 +60,13 @@ class JsonlSink(IntervalSink):
 
     def close(self) -> None:
         self._file.close()
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line).get("step", 0)
+    except (json.JSONDecodeError, AttributeError):  # a line cut short by a killed process
+        return float("inf")
 
 
 class ProgressBarSink(IntervalSink):

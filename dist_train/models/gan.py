@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_shards.checks import above, at_least
+
 Architecture = Literal["paper-mnist", "dcgan-32"]
 
 
@@ -43,8 +45,8 @@ class GanModelConfig:
             raise ValueError(f"model.arch must be paper-mnist or dcgan-32, not {self.arch!r}")
         if self.noise not in ("uniform", "gaussian"):
             raise ValueError(f"model.noise must be uniform or gaussian, not {self.noise!r}")
-        if min(self.z_dim, self.g_hidden, self.d_units, self.d_pieces, self.g_channels, self.d_channels) < 1:
-            raise ValueError("model sizes (z_dim, g_hidden, d_units, d_pieces, g/d_channels) must be at least 1")
+        at_least(self, "model", 1, "z_dim", "g_hidden", "d_units", "d_pieces", "g_channels", "d_channels")
+        above(self, "model", 0, "g_init_range", "d_init_range")
         if not (0 < self.d_input_keep <= 1 and 0 < self.d_hidden_keep <= 1):
             raise ValueError("model.d_input_keep and model.d_hidden_keep are keep probabilities in (0, 1]")
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_shards.checks import above, at_least, within
 from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from dist_train.models.copying import copy_token_losses, mix_log_prob_slices
 from dist_train.models.lstm_windows import (
@@ -50,10 +51,9 @@ class Seq2SeqConfig:
     copy: bool = False  # pointer-generator: the softmax mixed with copying attended source tokens
 
     def __post_init__(self) -> None:
-        if min(self.embed_dim, self.hidden_dim, self.num_layers) < 1:
-            raise ValueError("model.embed_dim, model.hidden_dim and model.num_layers must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("model.dropout must be in [0, 1)")
+        at_least(self, "model", 1, "embed_dim", "hidden_dim", "num_layers")
+        above(self, "model", 0, "init_range")
+        within(self, "model", 0.0, 1.0, "dropout")
         if self.copy and not self.attention:
             raise ValueError("model.copy copies what attention reads: it needs model.attention=true")
 

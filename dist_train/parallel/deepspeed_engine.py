@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from dist_train.distributed import Topology
 from dist_train.precision import MixedPrecision
 
@@ -37,7 +37,7 @@ def find_config(name: str) -> Path:
         if path.is_file():
             return path
     shipped = ", ".join(sorted(p.name for p in (REPO_ROOT / "cluster" / "deepspeed").glob("*.json")))
-    raise DataError(
+    raise UserError(
         name, f"no such DeepSpeed config (parallel.deepspeed_config; shipped in cluster/deepspeed/: {shipped})"
     )
 
@@ -50,7 +50,7 @@ def load_config(name: str, *, batch_size: int, num_replicas: int, max_grad_norm:
         try:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise DataError(path, f"not valid JSON ({err})") from None
+            raise UserError(path, f"not valid JSON ({err})") from None
     config = dict(config)
     decided = {
         "train_micro_batch_size_per_gpu": batch_size,
@@ -61,17 +61,17 @@ def load_config(name: str, *, batch_size: int, num_replicas: int, max_grad_norm:
     for key, value in decided.items():
         given = config.get(key, "auto")
         if given != "auto" and given != value:
-            raise DataError(name, f'{key} is {given!r} but this job needs {value!r} (write "auto")')
+            raise UserError(name, f'{key} is {given!r} but this job needs {value!r} (write "auto")')
         config[key] = value
     for half in ("fp16", "bf16"):
         section = dict(config.get(half, {"enabled": False}))
         if section.get("enabled") == "auto":
             section["enabled"] = precision == half
         if section["enabled"] and precision != half:
-            raise DataError(name, f"enables {half} but the job runs precision={precision}")
+            raise UserError(name, f"enables {half} but the job runs precision={precision}")
         config[half] = section
     if precision == "fp16" and not config["fp16"]["enabled"]:
-        raise DataError(
+        raise UserError(
             name or None,
             "precision=fp16 with engine=deepspeed needs DeepSpeed's loss scaler: a config with an fp16 section, "
             "such as cluster/deepspeed/zero2-fp16.json",

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from data_shards.errors import DataError
+from data_shards.checks import above, at_least
+from data_shards.errors import UserError
 from dist_train.distributed import DEVICE_KINDS, Topology
 from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.deepspeed_engine import DeepSpeedDataParallel
@@ -42,12 +43,11 @@ class ParallelConfig:
             raise ValueError(f"parallel.device must be one of {', '.join(DEVICE_KINDS)}, not {self.device!r}")
         if self.placement not in PLACEMENTS:
             raise ValueError(f"parallel.placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
-        if self.devices_per_replica < 1 or self.softmax_shards < 1 or self.chunk_len < 0:
-            raise ValueError("parallel.devices_per_replica and softmax_shards must be >= 1, chunk_len >= 0")
+        at_least(self, "parallel", 1, "devices_per_replica", "softmax_shards")
+        at_least(self, "parallel", 0, "chunk_len", note="0: no wavefront")
         if self.engine not in ENGINES:
             raise ValueError(f"parallel.engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
-        if self.collective_timeout_s <= 0:
-            raise ValueError("parallel.collective_timeout_s must be > 0")
+        above(self, "parallel", 0, "collective_timeout_s")
         if self.deepspeed_config and self.engine != "deepspeed":
             raise ValueError("parallel.deepspeed_config needs parallel.engine=deepspeed")
         if self.placement == "none" and self.devices_per_replica > 1:
@@ -61,7 +61,7 @@ def check_replica(cfg: ParallelConfig, topology: Topology) -> None:
     several GPUs (the paper's layout) is DDP's."""
     gpus = {d for d in topology.devices if d != "cpu"}
     if cfg.engine == "deepspeed" and len(gpus) > 1:
-        raise DataError(
+        raise UserError(
             cfg.deepspeed_config or None,
             f"parallel.engine=deepspeed cannot drive a replica over {len(gpus)} GPUs "
             f"(parallel.devices_per_replica={cfg.devices_per_replica}): use parallel.engine=ddp for the paper's "

@@ -96,7 +96,7 @@ def save_classifier(model: MnistClassifier, test_accuracy: float, path: Path) ->
 
 
 def load_classifier(path: Path) -> tuple[MnistClassifier, float]:
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, "classifier", "scoring generated digits")
     model = MnistClassifier()
     model.load_state_dict(state["model"])
     return model.eval(), state["test_accuracy"]

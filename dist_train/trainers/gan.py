@@ -142,7 +142,7 @@ class GanTrainer(Trainer):
     ) -> None:
         super().__init__(cfg.train, topology, reader, checkpointer, sinks, extra_state)
         self.cfg, self.device = cfg, topology.device
-        self.image_shape = image_shape(reader.shards.manifest)
+        self.image_shape = image_shape(reader.shards.manifest, reader.shards.folder)
         generator, discriminator = build_gan(cfg.model, self.image_shape)
         if hasattr(generator, "init_output_bias"):
             generator.init_output_bias(mean_image(reader, cfg.model))

@@ -3,19 +3,24 @@ and the training images' mean (G's output bias starts from it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from data_shards import ReaderConfig, ShardReader
+from data_shards.errors import UserError
 from dist_train.models.gan import GanModelConfig
 
 
-def image_shape(manifest: dict) -> tuple[int, int, int]:
-    """(channels, height, width) of an image shard set whose images all have one shape."""
+def image_shape(manifest: dict, folder: Path | None = None) -> tuple[int, int, int]:
+    """(channels, height, width) of an image shard set (``manifest``, of ``folder``) whose images all
+    have one shape; a one-line error naming the folder otherwise."""
     shape = manifest.get("image_shape")
     if not shape:
-        raise ValueError(
+        raise UserError(
+            folder,
             "the gan job needs images of one shape; these shards hold several: "
-            "reshard them with shard-images --resolution N (and --colour rgb|gray)"
+            "reshard them with shard-images --resolution N (and --colour rgb|gray)",
         )
     return (1, *shape) if len(shape) == 2 else (shape[2], shape[0], shape[1])
 

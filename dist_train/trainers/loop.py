@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from data_shards.errors import DataError
+from data_shards.checks import at_least
+from data_shards.errors import UserError
 from dist_train import preemption, rng
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, all_gather_objects, peer_failure, replicas_agree
@@ -29,7 +30,7 @@ from dist_train.trainers.meters import Deadline, IntervalMeter, agree
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     num_epochs: float = 7.5  # the paper's 7.5 epochs
-    max_steps: int = 0  # stop after this many steps instead (0: run num_epochs)
+    max_steps: int = 0  # stop after this many steps, if sooner than num_epochs (0: no step limit)
     max_minutes: float = 0.0  # wall-clock budget: checkpoint and stop when it is spent (0: none)
     log_every: int = 20  # steps per logging interval (JSONL line, progress bar update)
     checkpoint_every_steps: int = 0
@@ -46,14 +47,13 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_epochs <= 0 and self.max_steps <= 0:
-            raise ValueError("set train.num_epochs or train.max_steps")
-        if min(self.max_steps, self.max_minutes, self.checkpoint_every_steps, self.threads) < 0:
-            raise ValueError("train.max_steps, max_minutes, checkpoint_every_steps and threads must be >= 0")
-        if self.max_skipped_in_a_row < 1:
-            raise ValueError("train.max_skipped_in_a_row must be at least 1")
-        if self.log_every < 1 or self.keep_checkpoints < 1:
-            raise ValueError("train.log_every and train.keep_checkpoints must be at least 1")
+        at_least(self, "train", 0, "max_steps", "max_minutes", note="0: no limit")
+        at_least(self, "train", 0, "num_epochs", "checkpoint_every_steps", "checkpoint_every_minutes", "threads")
+        at_least(self, "train", 1, "max_skipped_in_a_row", "log_every", "keep_checkpoints")
+        if self.num_epochs == 0 and self.max_steps == 0:
+            raise ValueError(
+                "train.num_epochs=0 and train.max_steps=0: set one of them (max_steps=0 means no step limit)"
+            )
         check_lstm_precision(self.precision, self.lstm_precision)
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -201,7 +201,7 @@ class Trainer:
         self.skipped_in_a_row += 1
         if self.skipped_in_a_row >= self.train_cfg.max_skipped_in_a_row:
             newest = self.checkpointer.latest()
-            raise DataError(
+            raise UserError(
                 None,
                 f"{self.skipped_in_a_row} updates in a row were skipped at step {self.step} (non-finite loss or "
                 f"gradients: lower the learning rate, check the data); the newest checkpoint, "
@@ -248,7 +248,7 @@ class Trainer:
         for name, engine in self.engines().items():
             part = (mine["optimizers"] if engine.optimizer_state_sharded else state["optimizers"]).get(name)
             if part is None:
-                raise DataError(
+                raise UserError(
                     None,
                     f"the checkpoint's optimizer state for {name} was saved "
                     f"{'whole' if engine.optimizer_state_sharded else 'sharded by ZeRO'}: "
@@ -270,6 +270,11 @@ class Trainer:
     def load_replica_state(self, state: dict) -> None:
         pass
 
+    def checkpoint_bytes(self) -> int:
+        """About how large a checkpoint is: the trained weights and up to two optimizer slots each (Adam)."""
+        weights = sum(p.numel() * p.element_size() for m in self.trained_modules() for p in m.parameters())
+        return 3 * weights
+
     def save(self) -> Path | None:
         """The main process writes; every replica learns whether that worked, so that a failed write
         (a full disk) stops them all with its error instead of leaving them waiting at a collective."""
@@ -277,12 +282,12 @@ class Trainer:
         if self.topology.is_main:
             try:
                 path = self.checkpointer.save(self.step, state)
-            except DataError as err:
+            except UserError as err:
                 failure = err
         else:
             self.checkpointer.mark_saved()
         if agree([failure is not None], self.topology)[0]:
-            raise failure or DataError(None, f"step {self.step}: the main process could not write the checkpoint")
+            raise failure or UserError(None, f"step {self.step}: the main process could not write the checkpoint")
         return path
 
     def summary(self) -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from data_shards import ReaderConfig, ShardReader, TextBatch
+from data_shards.vocab import SPECIALS
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology
 from dist_train.metrics import MetricsConfig, Sinks
@@ -34,6 +35,14 @@ class VocabConfig:
 
     src_vocab_size: int = 0
     tgt_vocab_size: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size"):
+            if 0 < getattr(self, name) <= len(SPECIALS) or getattr(self, name) < 0:
+                raise ValueError(
+                    f"vocab.{name}={getattr(self, name)}: must be 0 (the whole vocabulary) or more than the "
+                    f"{len(SPECIALS)} special tokens ({', '.join(SPECIALS)}), or nothing but them is left"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)

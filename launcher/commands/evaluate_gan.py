@@ -126,9 +126,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     device = inference_device(args.device)
     checkpoint = newest_in(args.checkpoint)
-    state = load_checkpoint(checkpoint)
-    if "generator" not in state:
-        args.parser.error(f"{checkpoint} is not a gan checkpoint")
+    state = load_checkpoint(checkpoint, "gan", "evaluate-gan")
     samples, cfg = generate(state, args.num_samples, args.seed, not args.no_ema, device)
     valid_images, _ = images_of(args.valid or mnist_shards("valid", args.data_root, NAME))
     test_images, _ = images_of(args.test or mnist_shards("test", args.data_root, NAME))

@@ -60,7 +60,8 @@ def train(args, cfg: GanConfig, topology: distributed.Topology, data: Path) -> i
     reader = replica_reader(data, cfg.data, topology)
     if reader.shards.kind != "images":
         args.parser.error(f"{data} holds {reader.shards.kind} shards; the gan job reads shard-images output")
-    shape = image_shape(reader.shards.manifest)
+    reader.shards.expect("images", "the gan job's --data")
+    shape = image_shape(reader.shards.manifest, reader.shards.folder)
     extra = {"config": to_dict(cfg), "data": str(data), "image_shape": list(shape)}
 
     def make_trainer(checkpointer, sinks, run_dir):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.reader import ShardReader, ShardSet
 from data_shards.shard_text import ShardTextConfig, shard_text
 from data_shards.wmt14 import find_test_set, training_pairs, wmt14_root
@@ -64,7 +64,7 @@ def default_shards(args: argparse.Namespace, topology: distributed.Topology) -> 
         shard_text(ShardTextConfig(src=src, tgt=tgt, out=train, overwrite=True))
         try:
             dev_src, dev_ref = find_test_set(root, 2013)
-        except DataError:
+        except UserError:
             say(f"s2s: no newstest2013 under {root}, so no dev set")
         else:
             say(f"s2s: sharding the dev set {dev_src.name} into {dev} (once)")
@@ -99,13 +99,23 @@ def run(args: argparse.Namespace) -> int:
     return launch(args, S2SConfig, NAME, start)
 
 
+def check_inputs(reader: ShardReader, dev: ShardReader | None) -> None:
+    """Sentence-pair shards for training and, if given, for the dev set, sharded with the training
+    vocabularies: found now, not after the training it would waste."""
+    reader.shards.expect("text-pairs", "the s2s job's --data")
+    if dev is not None:
+        dev.shards.expect("text-pairs", "the s2s job's --dev")
+        dev.shards.expect_same_vocabulary(reader.shards, "the dev perplexity")
+
+
 def train(args, cfg: S2SConfig, topology: distributed.Topology, data: Path, dev: Path | None) -> int:
-    reader = replica_reader(data, cfg.data, topology)
+    reader, dev_set = replica_reader(data, cfg.data, topology), dev_reader(dev, cfg, topology)
+    check_inputs(reader, dev_set)  # every input, before anything is built or trained
     sizes = vocab_sizes(cfg.vocab, reader.shards.manifest)
     extra = {"config": to_dict(cfg), "data": str(data), "vocab": vocab_state(reader.shards, sizes)}
 
     def make_trainer(checkpointer, sinks, run_dir):
-        return S2STrainer(cfg, topology, reader, checkpointer, sinks, extra, dev_reader(dev, cfg, topology))
+        return S2STrainer(cfg, topology, reader, checkpointer, sinks, extra, dev_set)
 
     return run_training(
         args,

@@ -68,6 +68,14 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     manifest = shard_images(cfg)
+    if left_out := manifest["left_out_files"]:
+        kinds = ", ".join(f"{count} {suffix}" for suffix, count in sorted(left_out.items()))
+        say(f"shard-images: left out {sum(left_out.values())} file(s) that are not images ({kinds})")
+    if manifest["image_shape"] is None:
+        say(
+            "shard-images: the images have several sizes; the gan job needs one: shard them again with "
+            "--resolution N (centre crop and resize) and --colour rgb|gray"
+        )
     say(
         f"wrote {manifest['num_samples']} images ({len(manifest['classes'])} classes, shape "
         f"{manifest['image_shape']}) in {len(manifest['shards'])} shard(s) to {cfg.out}"
@@ -80,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             "num_shards": len(manifest["shards"]),
             "classes": manifest["classes"],
             "image_shape": manifest["image_shape"],
+            "left_out_files": sum(manifest["left_out_files"].values()),
         }
     )
     return 0

@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
+    same = sorted({str(a) for a in cfg.src} & {str(b) for b in cfg.tgt})
+    if same or any(a.resolve() == b.resolve() for a, b in zip(cfg.src, cfg.tgt) if a.exists() and b.exists()):
+        say(f"shard-text: warning: --src and --tgt name the same file ({', '.join(same) or 'after links'}): "
+            "every pair would be a sentence and itself")  # fmt: skip
     manifest = shard_text(cfg)
     counts = manifest["filters"]["counts"]
     say(

@@ -74,7 +74,22 @@ def render(template: str, args: argparse.Namespace) -> str:
     return template
 
 
+def check_job_args(args: argparse.Namespace) -> None:
+    """The submitted job's own arguments, checked as the job will check them (its flags, its config keys
+    and values), so that only what the job would accept is rendered and queued; a usage error otherwise."""
+    from dist_train.trainers.gan import GanConfig  # here: the job's modules are needed only for this check
+    from dist_train.trainers.s2s import S2SConfig
+    from launcher.commands.training import resolve_config
+    from launcher.main import build_parser, parse_args  # which imports this module
+
+    job = parse_args(build_parser(), [args.job, *args.job_args])
+    configs = {"s2s": S2SConfig, "gan": GanConfig}
+    if args.job in configs:
+        resolve_config(job, configs[args.job], args.job)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_job_args(args)
     script = render((TEMPLATES / f"{args.job}.sbatch").read_text(), args)
     out = PROJECT_ROOT / "runs" / "slurm"
     rendered = out / f"{args.job}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch"

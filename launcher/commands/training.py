@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from data_shards import ReaderConfig
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.reader import ShardReader, should_pin_memory
 from dist_train import distributed, preemption, rng
 from dist_train.checkpoint import Checkpointer, load_checkpoint, resolve_resume
@@ -60,7 +60,13 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str, *, 
         metavar="auto|never|PATH",
         help="auto: the newest complete checkpoint in the run directory, if any",
     )
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_steps=20 optim.lr=0.5")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. max_steps=20 optim.lr=0.5 (max_steps=0 and max_minutes=0 mean no limit: "
+        "num_epochs decides; every key and its meaning: the preset files in launcher/presets and README)",
+    )
 
 
 def replica_reader(folder: Path, reader_cfg: ReaderConfig, topology: distributed.Topology) -> ShardReader:
@@ -147,9 +153,9 @@ def run_training(
         say(f"{job}: removed {len(removed)} incomplete checkpoint file(s) of a save that never finished")
     resume_from = resolve_resume(args.resume, checkpointer)
     if resume_from is not None:
-        resume(trainer, resume_from)
+        resume(trainer, resume_from, job)
     if topology.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpointer.check_room(trainer.checkpoint_bytes())
         (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "data_dir": str(data)}, indent=1) + "\n")
         say(
             f"{job}: {topology.num_replicas} replica(s), {threads} thread(s) each, {len(trainer.reader)} steps/epoch, "
@@ -157,7 +163,8 @@ def run_training(
             f"run dir {run_dir}" + (f", resumed from {resume_from.name}" if resume_from else "")
         )
         progress = ProgressBarSink(total=trainer.horizon, initial=trainer.step, desc=job, shown=shown)
-        sinks.sinks += [JsonlSink(run_dir / "train.jsonl"), progress]
+        began = {"resumed_from": resume_from.name} if resume_from else {}
+        sinks.sinks += [JsonlSink(run_dir / "train.jsonl", begins_at=trainer.step, note=began), progress]
     try:
         summary = trainer.train()
     finally:  # an error ends the progress bar's line before it is printed
@@ -169,13 +176,17 @@ def run_training(
     return 0
 
 
-def resume(trainer, checkpoint: Path) -> None:
-    """Load a checkpoint into the trainer; one that belongs to another model, vocabulary or layout is
-    a one-line error naming it (nothing is written before this)."""
-    state = load_checkpoint(checkpoint)
+def resume(trainer, checkpoint: Path, job: str) -> None:
+    """Load a checkpoint into the trainer; one of another job, model, vocabulary or layout is a one-line
+    error naming it (nothing is written before this)."""
+    state = load_checkpoint(checkpoint, job, f"resuming {job}")
     try:
         trainer.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError, IndexError) as err:
+    except KeyError as err:
+        raise UserError(
+            checkpoint, f"lacks {err}, which a {job} checkpoint holds: written by another version of this program?"
+        ) from None
+    except (RuntimeError, ValueError, IndexError) as err:
         detail = " ".join(str(err).split())  # torch's size mismatches come one per line
         detail = detail if len(detail) < 400 else detail[:400] + " ..."
-        raise DataError(checkpoint, f"does not fit this run (another model, vocabulary or layout?): {detail}") from None
+        raise UserError(checkpoint, f"does not fit this run (another model, vocabulary or layout?): {detail}") from None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from data_shards.errors import DataError
+from data_shards.errors import UserError
 from data_shards.textio import TextSource, detect_format
 from data_shards.wmt14 import find_test_set, wmt14_root
 from dist_train.checkpoint import newest_in
@@ -82,16 +82,16 @@ def device_name(text: str) -> str:
 
 def inference_device(requested: str) -> torch.device:
     """The device ``--device`` names, checked against the GPUs this process sees: ``auto`` is the
-    first GPU when one is visible, else the CPU. A DataError (one line) when the GPU asked for is
+    first GPU when one is visible, else the CPU. A UserError (one line) when the GPU asked for is
     not visible."""
     if requested in DEVICE_KINDS:
         return torch.device("cuda:0" if device_kind(requested, setting="--device ") == "cuda" else "cpu")
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     device = torch.device(requested)
     if device.type == "cuda" and not visible:
-        raise DataError(None, f"--device {requested}, but no GPU is visible to this process (use cpu or auto)")
+        raise UserError(None, f"--device {requested}, but no GPU is visible to this process (use cpu or auto)")
     if device.type == "cuda" and (device.index or 0) >= visible:
-        raise DataError(None, f"--device {requested}, but this process sees only {visible} GPU(s), from cuda:0")
+        raise UserError(None, f"--device {requested}, but this process sees only {visible} GPU(s), from cuda:0")
     return device
 
 
@@ -160,7 +160,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.src, args.ref = find_test_set(wmt14_root(args.data_root, dict(os.environ), shared_data()))
     sources, references = read_sentences(args.src), read_sentences(args.ref)
     if len(sources) != len(references):
-        raise DataError(args.src, f"has {len(sources)} sentences but {args.ref} has {len(references)}")
+        raise UserError(args.src, f"has {len(sources)} sentences but {args.ref} has {len(references)}")
     if args.limit:
         sources, references = sources[: args.limit], references[: args.limit]
     start = time.perf_counter()

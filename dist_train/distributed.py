@@ -284,4 +284,5 @@ def replicas_agree(module: torch.nn.Module, topology: Topology) -> bool:
         fingerprint = torch.stack(  # parameters may sit on several devices (a placed replica)
             [torch.stack([p.double().sum(), p.double().square().sum()]).cpu() for p in module.parameters()]
         ).flatten()
-    return all(torch.equal(fingerprint, other) for other in all_gather_objects(fingerprint, topology))
+    others = all_gather_objects(fingerprint, topology)  # NaN weights are NaN alike on every replica in sync
+    return all(torch.allclose(fingerprint, other, rtol=0, atol=0, equal_nan=True) for other in others)

@@ -44,8 +44,16 @@ JOBS = (
 )
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, with a usage error as one line like every other error (``error: <problem>``) and where
+    to read more, instead of the usage block; every job's parser is one (subparsers take their parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m launcher.main",
         description="Distributed training of the 2014 seq2seq LSTM (WMT'14 en→fr) and GAN (MNIST) papers.",
         epilog="Run 'python -m launcher.main JOB --help' for a job's options.",

@@ -98,12 +98,12 @@ def test_a_bad_path_is_one_line_and_changes_nothing(world, tmp_path, capsys, com
     before = fingerprint(world["root"], world["text_shards"], world["image_shards"])
     try:
         code = main(argv)
-    except SystemExit as stop:  # argparse's usage errors
+    except SystemExit as stop:  # usage errors (one line too)
         code = stop.code
     err = capsys.readouterr().err
     assert code == 2, f"{' '.join(argv)} → exit {code}\n{err[-2000:]}"
     assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("error:") or ": error:" in line]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and named.format(**places) in errors[0], err[-2000:]
     assert fingerprint(world["root"], world["text_shards"], world["image_shards"]) == before
     assert not (tmp_path / "out").exists() or command.startswith("shard"), "a failed run wrote its run directory"
@@ -206,3 +206,52 @@ def test_shard_images_says_what_it_left_out_and_which_pixel_is_out_of_range(tmp_
     assert main(["shard-images", "--input", str(rows), "--out", str(tmp_path / "csv")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert line.startswith(f"error: {rows}: line 2: pixel values span 0.0..300.0")
+
+
+ZERO_MEANS = {  # every numeric key that takes 0, and what 0 means: any other key must refuse it
+    "model.dropout": "no dropout",
+    "vocab.src_vocab_size": "the whole vocabulary",
+    "vocab.tgt_vocab_size": "the whole vocabulary",
+    "optim.max_grad_norm": "no clipping",
+    "optim.halve_after_epochs": "halve from the start",
+    "optim.halve_after_steps": "halve from the start",
+    "optim.decay_fraction": "no final decay",
+    "optim.min_lr": "no floor",
+    "optim.momentum": "plain SGD",
+    "optim.final_momentum": "plain SGD",
+    "update.ema_decay": "no EMA generator",
+    "data.max_tokens": "no token limit",
+    "data.seed": "a seed",
+    "data.bucket_pool": "no length bucketing",
+    "data.num_workers": "read in the training process",
+    "train.num_epochs": "max_steps decides",
+    "train.max_steps": "no step limit",
+    "train.max_minutes": "no time limit",
+    "train.checkpoint_every_steps": "not by steps",
+    "train.checkpoint_every_minutes": "not by time",
+    "train.threads": "the node's cores ÷ processes",
+    "train.seed": "a seed",
+    "eval.every_steps": "only at the end",
+    "samples.every_steps": "only at the end",
+    "samples.seed": "a seed",
+    "parallel.chunk_len": "no wavefront",
+    "metrics.port": "no metrics server",
+}
+
+
+@pytest.mark.parametrize("job,config_type", [("s2s", S2SConfig), ("gan", GanConfig)])
+def test_zero_is_refused_wherever_it_means_nothing(job, config_type):
+    taken = set()
+    for key in numeric_keys(config_type):
+        try:
+            load_config(config_type, files=[preset_file(job, "tiny")], overrides=[f"{key}=0"])
+            taken.add(key)
+        except ConfigError as err:
+            assert key in str(err), err
+    assert taken <= set(ZERO_MEANS), f"0 accepted with no stated meaning: {sorted(taken - set(ZERO_MEANS))}"
+
+
+def test_src_and_tgt_naming_the_same_file_is_warned(world, tmp_path, capsys):
+    text = str(world["text_file"])
+    assert main(["shard-text", "--src", text, "--tgt", text, "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "warning: --src and --tgt name the same file" in capsys.readouterr().err

@@ -104,7 +104,7 @@ def test_existing_shards_are_kept_unless_overwrite(tmp_path):
 @pytest.mark.parametrize(
     "flag, value, message",
     [
-        ("--shard-size", "0", "--shard-size must be at least 1"),
+        ("--shard-size", "0", "--shard-size=0: must be at least 1"),
         ("--max-len-ratio", "0.5", "--max-len-ratio must be at least 1"),
     ],
 )

@@ -120,7 +120,7 @@ def test_torchrun_two_nodes_on_localhost(newstest_small_shards, tmp_path):
     "override, message",
     [
         ("optim.lrr=0.5", "unknown config key 'optim.lrr'; did you mean optim.lr"),
-        ("max_steps=ten", "train.max_steps must be int, not 'ten'"),
+        ("max_steps=ten", "train.max_steps must be a whole number, not 'ten'"),
         ("precision=fp8", "train.precision must be one of fp32, bf16, fp16"),
     ],
 )

@@ -151,14 +151,14 @@ def load_checkpoint(path: Path, kind: str | None = None, purpose: str = "") -> d
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only load failed" in str(err).lower():
+        if "unsupported global" in str(err).lower():  # a class or function: unpickling it could run code
             raise UserError(
                 path, "holds objects other than tensors and plain values: refused, loading it could run code"
             ) from None
-        raise UserError(path, f"is not a checkpoint ({_first_line(err)})") from None
+        raise UserError(path, "is not a checkpoint (not a pickle this program wrote)") from None
     except (RuntimeError, EOFError, ValueError, IndexError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as err:
         raise UserError(
-            path, f"is not a checkpoint, or is truncated ({type(err).__name__}: {_first_line(err)})"
+            path, f"is not a checkpoint, or is truncated ({_first_line(err)})"
         ) from None
     if not isinstance(state, dict):
         raise UserError(path, f"is not a checkpoint of this project (it holds a {type(state).__name__})")

@@ -157,9 +157,7 @@ def load_checkpoint(path: Path, kind: str | None = None, purpose: str = "") -> d
             ) from None
         raise UserError(path, "is not a checkpoint (not a pickle this program wrote)") from None
     except (RuntimeError, EOFError, ValueError, IndexError, KeyError, UnicodeDecodeError, zipfile.BadZipFile) as err:
-        raise UserError(
-            path, f"is not a checkpoint, or is truncated ({_first_line(err)})"
-        ) from None
+        raise UserError(path, f"is not a checkpoint, or is truncated ({_first_line(err)})") from None
     if not isinstance(state, dict):
         raise UserError(path, f"is not a checkpoint of this project (it holds a {type(state).__name__})")
     if kind is not None and (found := checkpoint_kind(state)) != kind:

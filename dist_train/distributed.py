@@ -60,6 +60,24 @@ class Topology:
         return torch.device(self.devices[0])
 
 
+def take_local_rank_flag(local_rank: int | None) -> None:
+    """``--local_rank=R`` (DeepSpeed's launcher and torch.distributed.launch pass it) as ``$LOCAL_RANK``."""
+    if local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
+
+
+def lone_process_env() -> None:
+    """The variables of a process group of one (rank 0 of 1, a free local port), for a library that reads
+    them to start its own when no launcher set them (DeepSpeed outside torchrun)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+
+
 def _env_int(names: tuple[str, ...], default: int) -> int:
     for name in names:
         if name in os.environ:
@@ -266,11 +284,6 @@ def to_cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_cpu(value) for value in obj)
     return obj
-
-
-def any_replica(flag: bool, topology: Topology) -> bool:
-    """True on every replica when it is true on one (e.g. 'time is up')."""
-    return all_reduce_sum([float(flag)], topology)[0] > 0
 
 
 def barrier(topology: Topology) -> None:

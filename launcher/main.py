@@ -6,11 +6,10 @@ Every job prints progress to stderr and ends its stdout with one JSON summary li
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from data_shards.errors import UserError
-from dist_train.distributed import PeerError
+from dist_train.distributed import PeerError, take_local_rank_flag
 from launcher.commands import (
     bench,
     evaluate_gan,
@@ -87,8 +86,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    if args.local_rank is not None:
-        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    take_local_rank_flag(args.local_rank)
     try:
         return args.run(args)
     except (UserError, PeerError) as err:

@@ -21,9 +21,10 @@ from data_shards.errors import UserError
 from dist_train import distributed, flight_recorder, rng
 from dist_train.distributed import Topology, all_gather_objects, backend_for, init_distributed, replica_devices
 from dist_train.models.gan import build_gan, sample_noise
+from dist_train.models.numerics import choose_recurrence_dtype
 from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.replica import ParallelConfig, build_replica, check_replica
-from dist_train.precision import MixedPrecision, choose_recurrence_dtype
+from dist_train.precision import MixedPrecision
 from dist_train.trainers.classifier import shifted
 from dist_train.trainers.gan import GanConfig
 from dist_train.trainers.s2s import S2SConfig

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from data_shards.vocab import PAD_ID, SPECIALS, UNK_ID
-from dist_train.precision import at_least_fp32
+from dist_train.models.numerics import at_least_fp32
 
 TINY = 1e-30  # the copy probability's floor under log: exactly 0 would give NaN gradients
 

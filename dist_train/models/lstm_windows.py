@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from dist_train.precision import recurrence_dtype
+from dist_train.models.numerics import recurrence_dtype
 
 LayerState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (1, batch, hidden), on the layer's device
 State = list[LayerState]  # one per layer, bottom first

@@ -36,7 +36,7 @@ from dist_train.models.lstm_windows import (
     unsort_memory,
     unsort_state,
 )
-from dist_train.precision import at_least_fp32
+from dist_train.models.numerics import at_least_fp32
 
 
 @dataclass(frozen=True, kw_only=True)

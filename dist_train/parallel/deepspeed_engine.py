@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from data_shards.errors import UserError
-from dist_train.distributed import Topology
+from dist_train.distributed import Topology, lone_process_env
 from dist_train.precision import MixedPrecision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -167,14 +165,6 @@ def _join(deepspeed, topology: Topology) -> None:
     """DeepSpeed's communication layer over our process group (or a 1-process one of its own). It is told
     the backend its tensors use: NCCL on GPUs (our group routes CUDA tensors there), gloo on CPU."""
     backend = "nccl" if topology.device.type == "cuda" else "gloo"
-    if torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for name, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1")):
-        os.environ.setdefault(name, value)
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(port))
+    if not torch.distributed.is_initialized():
+        lone_process_env()
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)

@@ -23,10 +23,6 @@ class Layout:
     layers: list[torch.device]  # layer i of the encoder and of the decoder
     softmax: list[torch.device]  # one per vocabulary shard
 
-    def describe(self) -> str:
-        layers = " ".join(f"L{i}:{d}" for i, d in enumerate(self.layers))
-        return f"layers {layers}; softmax shards on {', '.join(map(str, self.softmax))}"
-
 
 def plan_layout(num_layers: int, devices: list[torch.device], softmax_shards: int) -> Layout:
     count = len(devices)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from data_shards.vocab import PAD_ID
+from dist_train.models.numerics import at_least_fp32
 from dist_train.models.seq2seq import OutputLayer
-from dist_train.precision import at_least_fp32
 
 
 def shard_sizes(vocab_size: int, num_shards: int) -> list[int]:

@@ -4,8 +4,9 @@ saying so; a second one stops at once (KeyboardInterrupt, exit 130, nothing save
 
 Slurm sends SIGUSR1 ahead of a preemption or the time limit (``--signal=B:USR1@120``, forwarded by
 the batch script) and SIGTERM when it cancels a job; torchrun passes on the signals it is told to
-handle (``--signals-to-handle SIGTERM,SIGUSR1``). The handler only records the signal; the training
-loop checks it after every step and all replicas agree on it, so they stop at the same step.
+handle (``--signals-to-handle SIGTERM,SIGUSR1``). The handlers only record the signal in a
+``StopSignals`` the trainer holds; the loop checks it after every step and all replicas agree on it,
+so they stop at the same step.
 """
 
 from __future__ import annotations
@@ -14,27 +15,30 @@ import signal
 import sys
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-_received: list[str] = []
 
 
-def install() -> None:
-    """From now on the stop signals are recorded instead of killing the process (main thread only)."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _record)
-    signal.signal(signal.SIGINT, _interrupt)
+class StopSignals:
+    """The stop signals this process received; ``install()`` routes them here (main thread only). One
+    that is not installed never reports a signal (a benchmark's trainer, a test's)."""
 
+    def __init__(self) -> None:
+        self.received: list[str] = []
 
-def _record(signum: int, _frame) -> None:
-    _received.append(signal.Signals(signum).name)
+    def install(self) -> StopSignals:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._record)
+        signal.signal(signal.SIGINT, self._interrupt)
+        return self
 
+    def requested(self) -> str | None:
+        """The first stop signal received, if any."""
+        return self.received[0] if self.received else None
 
-def _interrupt(signum: int, frame) -> None:
-    if "SIGINT" in _received:
-        raise KeyboardInterrupt
-    _record(signum, frame)
-    print("interrupted: checkpointing after this step, then stopping (Ctrl-C again stops at once)", file=sys.stderr)
+    def _record(self, signum: int, _frame) -> None:
+        self.received.append(signal.Signals(signum).name)
 
-
-def requested() -> str | None:
-    """The first stop signal received, if any."""
-    return _received[0] if _received else None
+    def _interrupt(self, signum: int, frame) -> None:
+        if "SIGINT" in self.received:
+            raise KeyboardInterrupt
+        self._record(signum, frame)
+        print("interrupted: checkpointing after this step, then stopping (Ctrl-C again stops at once)", file=sys.stderr)

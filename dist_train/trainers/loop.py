@@ -17,13 +17,14 @@ from typing import Protocol
 
 from data_shards.checks import at_least
 from data_shards.errors import UserError
-from dist_train import preemption, rng
+from dist_train import rng
 from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, all_gather_objects, peer_failure, replicas_agree
 from dist_train.metrics import Sinks, StepClock
 from dist_train.metrics.clock import PHASES
 from dist_train.parallel.data_parallel import allreduce_seconds
 from dist_train.precision import LstmPrecision, Precision, check_lstm_precision
+from dist_train.preemption import StopSignals
 from dist_train.trainers.meters import Deadline, IntervalMeter, agree
 
 
@@ -85,7 +86,8 @@ class Trainer:
         self.step, self.train_seconds, self.seen = 0, 0.0, 0
         self.meter = IntervalMeter()
         self.clock = StepClock()
-        self.stop_requested = False  # a replica got SIGTERM/SIGUSR1
+        self.stop_signals = StopSignals()  # the command installs the process's (SIGTERM, SIGUSR1, Ctrl-C)
+        self.stop_requested = False  # a replica got one
         self.skipped_steps, self.skipped_in_a_row = 0, 0  # updates skipped: non-finite loss or gradients
         self.corrupt_samples = 0  # planned samples the readers left out as corrupt (data.skip_corrupt), all replicas
         self.end_figures: dict = {}
@@ -170,7 +172,7 @@ class Trainer:
     def after_step(self, result: StepFigures, deadline: Deadline) -> bool:
         finished = self.step >= self.horizon
         with self.clock.phase("communication"):
-            due = [deadline.passed(), self.checkpointer.due(self.step), preemption.requested() is not None]
+            due = [deadline.passed(), self.checkpointer.due(self.step), self.stop_signals.requested() is not None]
             time_up, checkpoint_due, self.stop_requested = agree(due, self.topology)
         time_up = time_up or self.stop_requested  # a signal: checkpoint and stop, as at the time limit
         if self.step % self.train_cfg.log_every == 0 or finished or time_up or checkpoint_due:
@@ -301,5 +303,5 @@ class Trainer:
             f"{self.unit}_seen": self.seen,
             f"{self.unit}_per_s": round(self.seen / max(self.train_seconds, 1e-9), 1),
             **self.end_figures,
-            **({"stopped_by_signal": preemption.requested() or "a peer's"} if self.stop_requested else {}),
+            **({"stopped_by_signal": self.stop_signals.requested() or "a peer's"} if self.stop_requested else {}),
         }

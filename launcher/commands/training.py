@@ -15,12 +15,13 @@ import torch
 from data_shards import ReaderConfig
 from data_shards.errors import UserError
 from data_shards.reader import ShardReader, should_pin_memory
-from dist_train import distributed, preemption, rng
+from dist_train import distributed, rng
 from dist_train.checkpoint import Checkpointer, load_checkpoint, resolve_resume
 from dist_train.metrics import JsonlSink, ProgressBarSink, Sinks, start_prometheus
 from dist_train.metrics.prometheus import write_targets
 from dist_train.parallel.replica import check_replica
 from dist_train.precision import configure_numerics
+from dist_train.preemption import StopSignals
 from launcher.commands.common import print_summary, say
 from launcher.config import ConfigError, load_config, preset_file, presets_of, to_dict
 from launcher.paths import PROJECT_ROOT
@@ -110,7 +111,6 @@ def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> 
         trace_dir=run_directory(args, job) / "flight_recorder",
     )
     check_replica(cfg.parallel, topology)  # before anything is built: a layout an engine cannot run
-    preemption.install()  # SIGTERM/SIGUSR1: checkpoint at the next step and exit 0
     try:
         code = start(cfg, topology)
     except BaseException:
@@ -165,6 +165,7 @@ def run_training(
         progress = ProgressBarSink(total=trainer.horizon, initial=trainer.step, desc=job, shown=shown)
         began = {"resumed_from": resume_from.name} if resume_from else {}
         sinks.sinks += [JsonlSink(run_dir / "train.jsonl", begins_at=trainer.step, note=began), progress]
+    trainer.stop_signals = StopSignals().install()  # SIGTERM, SIGUSR1, Ctrl-C: checkpoint at the next step, exit 0
     try:
         summary = trainer.train()
     finally:  # an error ends the progress bar's line before it is printed

@@ -118,34 +118,25 @@ def mnist_5k_shards(tmp_path_factory, data_root) -> Path:
     return out
 
 
-def losses(run_dir):
-    records = map(json.loads, (run_dir / "train.jsonl").read_text().splitlines())
-    return {r["step"]: r["loss"] for r in records if "loss" in r}
+def train_log(run_dir: Path, *having: str) -> list[dict]:
+    """The run's ``train.jsonl`` records, those with every key in ``having`` (all when none)."""
+    records = map(json.loads, (Path(run_dir) / "train.jsonl").read_text().splitlines())
+    return [r for r in records if all(key in r for key in having)]
+
+
+def losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in train_log(run_dir, "loss")}
 
 
 ONE_NODE = ("--standalone", "--nproc_per_node", "2")  # standalone: a free port, so runs side by side never collide
 
 
-def torchrun(*args, data, run_dir, steps=6, overrides=(), env=None):
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        *args,
-        "-m",
-        "launcher.main",
-        "s2s",
-        "--preset",
-        "tiny",
-        "--data",
-        str(data),
-        "--run-dir",
-        str(run_dir),
-        f"max_steps={steps}",
-        "log_every=2",
-        "parallel.device=cpu",  # several processes: on a 1-GPU machine they could not each have a GPU
-        *overrides,
-    ]
+def torchrun(*args, job="s2s", data, run_dir, steps=6, overrides=(), env=None):
+    """``torchrun ARGS -m launcher.main JOB --preset tiny ...`` on the CPU (several processes: on a 1-GPU
+    machine they could not each have a GPU)."""
+    command = [sys.executable, "-m", "torch.distributed.run", *args, "-m", "launcher.main", job, "--preset", "tiny"]
+    command += ["--data", str(data), "--run-dir", str(run_dir), f"max_steps={steps}", "log_every=2"]
+    command += ["parallel.device=cpu", *overrides]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -10,6 +10,7 @@ import json
 import shutil
 
 import pytest
+from conftest import train_log
 
 from data_shards import ReaderConfig, ShardReader, ShardSet, UserError
 from data_shards.tario import read_samples
@@ -112,5 +113,5 @@ def test_training_stops_on_corrupt_data_or_skips_and_counts_it_with_skip_corrupt
     assert main([*args, "--run-dir", str(run_dir), "--skip-corrupt", "max_steps=6", "log_every=3"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 6 and summary["corrupt_samples"] > 0
-    logged = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
+    logged = train_log(run_dir)
     assert logged[-1]["corrupt_samples"] == summary["corrupt_samples"]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ONE_NODE, finished, free_port, losses, tiny_cli, torchrun
+from conftest import ONE_NODE, finished, free_port, losses, tiny_cli, torchrun, train_log
 
 from data_shards.errors import UserError
 from dist_train.checkpoint import load_checkpoint
@@ -25,8 +25,7 @@ def zero(stage: int) -> tuple[str, ...]:
 
 def records(run_dir) -> list[float]:
     """step, loss, gradient norm, step, ... for every logged interval."""
-    lines = map(json.loads, (run_dir / "train.jsonl").read_text().splitlines())
-    return [value for r in lines if "loss" in r for value in (r["step"], r["loss"], r["grad_norm"])]
+    return [value for r in train_log(run_dir, "loss") for value in (r["step"], r["loss"], r["grad_norm"])]
 
 
 def test_the_shipped_configs_get_the_jobs_values_where_they_say_auto():

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli
+from conftest import ONE_NODE, run_cli, torchrun, train_log
 from PIL import Image
 
 from data_shards import ShardReader
@@ -25,7 +23,7 @@ from launcher.main import main
 
 
 def records(run_dir) -> list[dict]:
-    return [r for r in map(json.loads, (run_dir / "train.jsonl").read_text().splitlines()) if "d_loss" in r]
+    return train_log(run_dir, "d_loss")
 
 
 def gan(data, run_dir, *overrides, resume="auto"):
@@ -56,19 +54,16 @@ def test_stop_and_resume_gives_the_same_losses(mnist_5k_shards, tmp_path):
     assert [[r[k] for k in keys] for r in resumed[5:]] == [[r[k] for k in keys] for r in straight[5:]]
 
 
-def torchrun_gan(data, run_dir, *overrides):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "launcher.main", "gan", "--preset", "tiny", "--data", str(data), "--run-dir", str(run_dir),
-               "max_steps=6", "log_every=2", "threads=1", "parallel.device=cpu", *overrides]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
 def test_two_replicas_keep_generator_and_discriminator_identical(mnist_5k_shards, tmp_path, mode):
     engines = {"ddp": (), "deepspeed": ("parallel.deepspeed_config=cluster/deepspeed/zero1.json",)}  # ZeRO 1 each
     runs = {
-        engine: torchrun_gan(
-            mnist_5k_shards, tmp_path / engine, f"parallel.engine={engine}", f"update.mode={mode}", *extra
+        engine: torchrun(
+            *ONE_NODE,
+            job="gan",
+            data=mnist_5k_shards,
+            run_dir=tmp_path / engine,
+            overrides=("threads=1", f"parallel.engine={engine}", f"update.mode={mode}", *extra),
         )
         for engine, extra in engines.items()
     }

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import losses
+from conftest import losses, train_log
 from local_cluster import poll
 
 from launcher.main import main
@@ -56,7 +56,7 @@ def test_a_rerun_after_a_crash_logs_each_step_once_and_says_where_each_attempt_b
         f.writelines(json.dumps({"step": step, "loss": 99.0}) + "\n" for step in (4, 5))
         f.write('{"step": 6, "lo')  # cut short mid-line
     assert main([*args, "max_steps=6"]) == 0
-    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records = train_log(run)
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]  # never back, no zig-zag
     assert 99.0 not in [r["loss"] for r in records if "loss" in r], "the dead attempt's steps are gone"
     began = [(r["step"], r.get("resumed_from")) for r in records if r.get("attempt_began")]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_NODE, finished, free_port, losses, run_cli, tiny_cli, torchrun
+from conftest import ONE_NODE, finished, free_port, losses, run_cli, tiny_cli, torchrun, train_log
 
 from data_shards.errors import UserError
 from dist_train.checkpoint import Checkpointer, load_checkpoint
@@ -212,7 +212,7 @@ def test_dev_perplexity_is_logged_and_reported(newstest_small_shards, tmp_path, 
     ]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in (tmp_path / "run" / "train.jsonl").read_text().splitlines()]
+    records = train_log(tmp_path / "run")
     dev = [(r["step"], r["dev_ppl"]) for r in records if "dev_ppl" in r]
     assert [step for step, _ in dev] == [5, 10] and dev[1][1] < dev[0][1] < 2000
     assert json.loads(result.stdout.strip().splitlines()[-1])["dev_ppl"] == dev[1][1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, train_log
 
 from dist_train.optim import LearningRateSchedule, OptimConfig
 
@@ -49,7 +49,7 @@ def test_a_time_budgeted_run_ends_at_the_end_of_its_decay(newstest_small_shards,
         "optim.decay_fraction=0.5", "log_every=1", "threads=1",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    records = [r for r in map(json.loads, (run / "train.jsonl").read_text().splitlines()) if "lr" in r]
+    records = train_log(run, "lr")
     planned = records[-1]["planned_steps"]
     assert records[0]["planned_steps"] == 1_000_000 and planned < 1_000_000, "planned from the measured speed"
     lrs = [r["lr"] for r in records]

@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from conftest import train_log
 from local_cluster import install_or_skip, poll, script, start
 
 from launcher.paths import PROJECT_ROOT
@@ -97,7 +98,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(sl
     assert first["stopped_by_signal"] == "SIGUSR1" and 15 <= stop < steps
     assert first["checkpoint"].endswith(f"step-{stop:08d}.pt")
     assert "restart 1" in text and second["steps"] == steps and "stopped_by_signal" not in second
-    records = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
+    records = train_log(run_dir)
     assert [r["step"] for r in records if "loss" in r] == list(range(1, steps + 1))  # each step once
     assert json.loads(out.strip().splitlines()[-1])["slurm_job_id"] == job_id
 

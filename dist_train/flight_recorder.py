@@ -23,12 +23,10 @@ BUFFER_ENTRIES = "2000"  # collectives kept per process
 def configure(trace_dir: Path) -> None:
     """Environment for the flight recorder, before the process group starts (a user's own settings win).
     The folder itself is made once the group is joined (``ready``): a process that never joins writes nothing."""
-    for name, value in (
+    for name, value in (  # the names PyTorch 2.7 and later read (the older TORCH_NCCL_* ones warn)
         ("TORCH_FR_BUFFER_SIZE", BUFFER_ENTRIES),
-        ("TORCH_NCCL_TRACE_BUFFER_SIZE", BUFFER_ENTRIES),  # its older name
         ("TORCH_NCCL_DUMP_ON_TIMEOUT", "1"),
         ("TORCH_FR_DUMP_TEMP_FILE", str(trace_dir / "nccl_rank_")),
-        ("TORCH_NCCL_DEBUG_INFO_TEMP_FILE", str(trace_dir / "nccl_rank_")),  # its older name
     ):
         os.environ.setdefault(name, value)
 

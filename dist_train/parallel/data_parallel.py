@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 
@@ -20,10 +21,18 @@ def wrap_data_parallel(model: nn.Module, topology: Topology) -> nn.Module:
     """
     if not topology.distributed:
         return model
-    ddp = DistributedDataParallel(model, device_ids=None, broadcast_buffers=False)
+    ddp = DistributedDataParallel(model, device_ids=None, **no_buffer_sync())
     ddp.allreduce_timer = AllReduceTimer()
     ddp.register_comm_hook(ddp.allreduce_timer, AllReduceTimer.hook)
     return ddp
+
+
+def no_buffer_sync() -> dict:
+    """DDP's option for not broadcasting buffers every forward (ours are fixed maps, equal on every replica):
+    ``forward_sync_buffers=False`` where this PyTorch has it (``broadcast_buffers`` warns there as
+    deprecated; both sync once at the start, which changes nothing here), else ``broadcast_buffers=False``."""
+    takes = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in takes else {"broadcast_buffers": False}
 
 
 class AllReduceTimer:

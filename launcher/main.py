@@ -9,7 +9,8 @@ import argparse
 import sys
 
 from data_shards.errors import UserError
-from dist_train.distributed import PeerError, take_local_rank_flag
+from dist_train.distributed import take_local_rank_flag
+from dist_train.peers import PeerError
 from launcher.commands import (
     bench,
     evaluate_gan,

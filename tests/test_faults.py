@@ -19,8 +19,9 @@ from local_cluster import poll
 import dist_train.checkpoint
 from data_shards.errors import UserError
 from dist_train.checkpoint import Checkpointer, load_checkpoint
-from dist_train.distributed import Topology, peer_failure, replica_devices
+from dist_train.distributed import Topology, replica_devices
 from dist_train.models.seq2seq import Seq2Seq
+from dist_train.peers import peer_failure
 from launcher.main import main
 from launcher.paths import PROJECT_ROOT
 

@@ -19,10 +19,11 @@ from data_shards.checks import at_least
 from data_shards.errors import UserError
 from dist_train import rng
 from dist_train.checkpoint import Checkpointer
-from dist_train.distributed import Topology, all_gather_objects, peer_failure, replicas_agree
+from dist_train.distributed import Topology, all_gather_objects, replicas_agree
 from dist_train.metrics import Sinks, StepClock
 from dist_train.metrics.clock import PHASES
 from dist_train.parallel.data_parallel import allreduce_seconds
+from dist_train.peers import peer_failure
 from dist_train.precision import LstmPrecision, Precision, check_lstm_precision
 from dist_train.preemption import StopSignals
 from dist_train.trainers.meters import Deadline, IntervalMeter, agree
@@ -39,9 +40,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_skipped_in_a_row: int = 20  # updates skipped in a row (non-finite loss/gradients) before the run stops
     precision: Precision = "fp32"
-    lstm_precision: LstmPrecision = (
-        "auto"  # the LSTM recurrence's: auto (see dist_train.precision) | fp32 | bf16 | fp16
-    )
+    lstm_precision: LstmPrecision = "auto"  # the LSTM recurrence's (dist_train.models.numerics)
     threads: int = 0  # intra-op threads per process (0: the node's cores ÷ processes on it)
     tf32: bool = True  # GPUs: fp32 matmuls and cuDNN in TF32 (Ampere and later; false: full fp32, for parity checks)
     deterministic: bool = False  # bit-identical reruns and resumes on GPUs (slower kernels where atomics are used)

@@ -28,7 +28,7 @@ from data_shards import ShardReader  # noqa: E402
 from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID  # noqa: E402
 from dist_train.distributed import DEVICE_KINDS, device_kind  # noqa: E402
 from dist_train.timing import Stopwatch  # noqa: E402
-from dist_train.trainers.s2s import S2SConfig, vocab_sizes  # noqa: E402
+from dist_train.trainers.s2s.trainer import S2SConfig, vocab_sizes  # noqa: E402
 from launcher.config import load_config, preset_file  # noqa: E402
 
 

@@ -22,7 +22,7 @@ from data_shards.vocab import PAD_ID, UNK_ID, Vocab
 from dist_train.checkpoint import load_checkpoint
 from dist_train.decoding import BeamConfig, Hypothesis, beam_search
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from dist_train.trainers.s2s_batch import model_inputs
+from dist_train.trainers.s2s.batch import model_inputs
 
 
 class TextCodec:

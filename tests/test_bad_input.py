@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dist_train.trainers.gan import GanConfig
-from dist_train.trainers.s2s import S2SConfig
+from dist_train.trainers.gan.trainer import GanConfig
+from dist_train.trainers.s2s.trainer import S2SConfig
 from launcher.config import ConfigError, _leaf_paths, load_config, preset_file
 from launcher.main import main
 

@@ -13,7 +13,7 @@ from conftest import run_cli
 
 from dist_train.flops import MatmulShape, matmul_peak, s2s_matmul_shapes, square_shapes
 from dist_train.models.seq2seq import Seq2SeqConfig
-from dist_train.trainers.s2s_bench import pipeline_devices, profiler_activities
+from dist_train.trainers.s2s.bench import pipeline_devices, profiler_activities
 from launcher.paths import PROJECT_ROOT
 
 

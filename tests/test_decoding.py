@@ -14,7 +14,7 @@ from data_shards.vocab import BOS_ID, EOS_ID, UNK_ID
 from dist_train.decoding import BeamConfig, Hypothesis, beam_search
 from dist_train.evaluation import bleu
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
-from dist_train.trainers.s2s_batch import model_inputs
+from dist_train.trainers.s2s.batch import model_inputs
 from dist_train.translation import Translator, replace_unknowns
 
 SRC_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-src.en.sgm"

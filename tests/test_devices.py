@@ -26,9 +26,9 @@ from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.replica import ParallelConfig, build_replica, check_replica
 from dist_train.precision import MixedPrecision
 from dist_train.trainers.classifier import shifted
-from dist_train.trainers.gan import GanConfig
-from dist_train.trainers.s2s import S2SConfig
-from dist_train.trainers.s2s_batch import model_inputs
+from dist_train.trainers.gan.trainer import GanConfig
+from dist_train.trainers.s2s.batch import model_inputs
+from dist_train.trainers.s2s.trainer import S2SConfig
 from launcher.config import load_config, preset_file
 from launcher.main import build_parser, parse_args
 from launcher.paths import PROJECT_ROOT

@@ -9,7 +9,7 @@ import torch
 
 from dist_train.gan_metrics import class_coverage, frechet_distance, parzen_log_likelihoods, parzen_score
 from dist_train.models.gan import GanModelConfig, build_gan, sample_noise
-from dist_train.trainers.gan_samples import image_grid
+from dist_train.trainers.gan.samples import image_grid
 
 
 def test_paper_mnist_models_follow_the_released_recipe():

@@ -17,7 +17,7 @@ from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology
 from dist_train.metrics import Sinks
 from dist_train.models.gan import sample_noise
-from dist_train.trainers.gan import GanConfig, GanTrainer
+from dist_train.trainers.gan.trainer import GanConfig, GanTrainer
 from launcher.config import load_config, preset_file
 from launcher.main import main
 

@@ -15,7 +15,7 @@ from dist_train.models.seq2seq import OutputLayer, Seq2Seq, Seq2SeqConfig
 from dist_train.parallel.pipeline import Wavefront, bubble_fraction
 from dist_train.parallel.placement import place, plan_layout
 from dist_train.parallel.vocab_parallel import VocabParallelOutput, shard_sizes
-from dist_train.trainers.s2s_batch import model_inputs
+from dist_train.trainers.s2s.batch import model_inputs
 
 VOCAB = (1000, 1003)  # uneven softmax shards: 251, 251, 251, 250
 

@@ -105,7 +105,7 @@ def test_mixed_sizes_and_modes_become_one_shape_with_resolution_and_colour(tmp_p
     --colour makes one mode, so the gan job gets one image shape."""
     from PIL import Image
 
-    from dist_train.trainers.gan_data import image_shape
+    from dist_train.trainers.gan.data import image_shape
 
     for cls, size, mode in (("cats", (60, 40), "RGB"), ("cats", (40, 40), "L"), ("dogs", (48, 80), "RGBA")):
         (tmp_path / "in" / cls).mkdir(parents=True, exist_ok=True)

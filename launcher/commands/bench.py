@@ -15,10 +15,10 @@ import torch
 from data_shards.bench import bench_data
 from data_shards.shard_images import ShardImagesConfig, shard_images
 from data_shards.shard_text import ShardTextConfig, shard_text
-from dist_train.trainers.gan import GanConfig
-from dist_train.trainers.gan_bench import bench_gan
-from dist_train.trainers.s2s import S2SConfig
-from dist_train.trainers.s2s_bench import bench_pipeline, bench_s2s
+from dist_train.trainers.gan.bench import bench_gan
+from dist_train.trainers.gan.trainer import GanConfig
+from dist_train.trainers.s2s.bench import bench_pipeline, bench_s2s
+from dist_train.trainers.s2s.trainer import S2SConfig
 from launcher.commands import performance
 from launcher.commands.bench_scaling import ddp_scaling
 from launcher.commands.common import machine, print_summary, say

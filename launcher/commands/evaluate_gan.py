@@ -13,7 +13,7 @@ from dist_train.checkpoint import load_checkpoint, newest_in
 from dist_train.gan_metrics import class_coverage, frechet_distance, nearest, parzen_score
 from dist_train.models.gan import GanModelConfig, build_gan, sample_noise
 from dist_train.trainers.classifier import ClassifierConfig, images_of, load_classifier, pixels
-from dist_train.trainers.gan_samples import image_grid, save_png, to_uint8
+from dist_train.trainers.gan.samples import image_grid, save_png, to_uint8
 from launcher.commands.common import print_summary, record_evaluation, say
 from launcher.commands.gan import mnist_shards
 from launcher.commands.train_classifier import DEFAULT_PATH, ensure_classifier

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from data_shards.mnist import mnist_root, shard_mnist_split
 from dist_train import distributed
-from dist_train.trainers.gan import GanConfig, GanTrainer
-from dist_train.trainers.gan_data import image_shape
+from dist_train.trainers.gan.data import image_shape
+from dist_train.trainers.gan.trainer import GanConfig, GanTrainer
 from launcher.commands.common import say
 from launcher.commands.training import add_job_flags, launch, replica_reader, run_training
 from launcher.config import to_dict

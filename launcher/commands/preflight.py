@@ -13,7 +13,7 @@ from dist_train.distributed import DEVICE_KINDS, init_distributed, shutdown
 from dist_train.preflight import PreflightConfig, run_preflight
 from dist_train.preflight_probes import CheckpointSize, estimated_checkpoint, existing_checkpoint
 from dist_train.preflight_report import find_problems, summary, table
-from dist_train.trainers.s2s import S2SConfig, vocab_sizes
+from dist_train.trainers.s2s.trainer import S2SConfig, vocab_sizes
 from launcher.commands.common import make_config, print_summary, say
 from launcher.config import ConfigError, load_config, preset_file
 

@@ -14,7 +14,7 @@ from data_shards.reader import ShardReader, ShardSet
 from data_shards.shard_text import ShardTextConfig, shard_text
 from data_shards.wmt14 import find_test_set, training_pairs, wmt14_root
 from dist_train import distributed
-from dist_train.trainers.s2s import S2SConfig, S2STrainer, vocab_sizes
+from dist_train.trainers.s2s.trainer import S2SConfig, S2STrainer, vocab_sizes
 from launcher.commands.common import say
 from launcher.commands.training import add_job_flags, launch, replica_reader, run_training
 from launcher.config import to_dict

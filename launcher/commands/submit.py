@@ -77,8 +77,8 @@ def render(template: str, args: argparse.Namespace) -> str:
 def check_job_args(args: argparse.Namespace) -> None:
     """The submitted job's own arguments, checked as the job will check them (its flags, its config keys
     and values), so that only what the job would accept is rendered and queued; a usage error otherwise."""
-    from dist_train.trainers.gan import GanConfig  # here: the job's modules are needed only for this check
-    from dist_train.trainers.s2s import S2SConfig
+    from dist_train.trainers.gan.trainer import GanConfig  # here: the job's modules are needed only for this check
+    from dist_train.trainers.s2s.trainer import S2SConfig
     from launcher.commands.training import resolve_config
     from launcher.main import build_parser, parse_args  # which imports this module
 

@@ -11,7 +11,7 @@ from data_shards import ShardReader
 from dist_train.distributed import Topology, all_reduce_sum
 from dist_train.models.seq2seq import Seq2Seq
 from dist_train.precision import MixedPrecision
-from dist_train.trainers.s2s_batch import model_inputs
+from dist_train.trainers.s2s.batch import model_inputs
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology, replica_devices
 from dist_train.metrics import Sinks
 from dist_train.timing import Stopwatch
-from dist_train.trainers.gan import GanConfig, GanTrainer
+from dist_train.trainers.gan.trainer import GanConfig, GanTrainer
 
 
 def bench_gan(cfg: GanConfig, data: Path, work_dir: Path, *, steps: int, warmup: int) -> dict:

@@ -34,8 +34,8 @@ from dist_train.optim import DecaySchedule, GanOptimConfig, build_gan_optimizer
 from dist_train.parallel.data_parallel import unwrap
 from dist_train.parallel.replica import ParallelConfig, build_engine
 from dist_train.precision import MixedPrecision
-from dist_train.trainers.gan_data import image_shape, mean_image, to_pixels
-from dist_train.trainers.gan_samples import SamplesConfig, SampleWriter
+from dist_train.trainers.gan.data import image_shape, mean_image, to_pixels
+from dist_train.trainers.gan.samples import SamplesConfig, SampleWriter
 from dist_train.trainers.loop import TrainConfig, Trainer
 
 

@@ -18,8 +18,8 @@ from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.pipeline import BusyClock, Wavefront, bubble_fraction
 from dist_train.parallel.placement import place, plan_layout
 from dist_train.timing import Stopwatch
-from dist_train.trainers.s2s import S2SConfig, S2STrainer, vocab_sizes
-from dist_train.trainers.s2s_batch import model_inputs
+from dist_train.trainers.s2s.batch import model_inputs
+from dist_train.trainers.s2s.trainer import S2SConfig, S2STrainer, vocab_sizes
 
 # Where a step's time goes: profiler ops by name, first matching category wins.
 CATEGORIES = {

@@ -25,8 +25,8 @@ from dist_train.parallel.replica import ParallelConfig, build_engine, build_repl
 from dist_train.precision import MixedPrecision
 from dist_train.trainers.loop import TrainConfig, Trainer
 from dist_train.trainers.meters import Deadline, agree, mean_over_replicas
-from dist_train.trainers.s2s_batch import model_inputs
-from dist_train.trainers.s2s_eval import DevEvaluator, EvalConfig
+from dist_train.trainers.s2s.batch import model_inputs
+from dist_train.trainers.s2s.dev_eval import DevEvaluator, EvalConfig
 
 
 @dataclass(frozen=True, kw_only=True)

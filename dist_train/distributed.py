@@ -78,6 +78,15 @@ def lone_process_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(port))
 
 
+def join_deepspeed(deepspeed, topology: Topology) -> None:
+    """DeepSpeed's communication layer over our process group (or a 1-process one of its own). It is told
+    the backend its tensors use: NCCL on GPUs (our group routes CUDA tensors there), gloo on CPU."""
+    backend = "nccl" if topology.device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        lone_process_env()
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+
+
 def _env_int(names: tuple[str, ...], default: int) -> int:
     for name in names:
         if name in os.environ:

@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from data_shards.errors import UserError
 from dist_train.models.numerics import DTYPES, choose_recurrence_dtype, lstm_precision, recurrence_dtype
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -41,7 +42,7 @@ class MixedPrecision:
 
     def __init__(self, precision: Precision, device: torch.device, lstm_precision: LstmPrecision = "auto") -> None:
         if precision == "fp16" and device.type != "cuda":
-            raise ValueError("precision=fp16 needs a GPU (use bf16 on CPU)")
+            raise UserError(None, "train.precision=fp16 needs a GPU (use bf16 on CPU)")
         check_lstm_precision(precision, lstm_precision)
         self.precision, self.device, self.lstm_precision = precision, device, lstm_precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -172,9 +172,9 @@ class CheckpointSize:
 
 def existing_checkpoint(run_dir: Path) -> CheckpointSize | None:
     """The newest complete checkpoint in ``run_dir/checkpoints``, if there is one."""
-    from dist_train.checkpoint import Checkpointer
+    from dist_train.checkpoint import CheckpointFolder
 
-    newest = Checkpointer(run_dir / "checkpoints").latest()
+    newest = CheckpointFolder(run_dir / "checkpoints").latest()
     return None if newest is None else CheckpointSize(newest.stat().st_size, f"existing checkpoint {newest}")
 
 

@@ -55,3 +55,16 @@ def restore(state: dict, devices: tuple[str, ...] = ()) -> None:
     torch.set_rng_state(state["torch"])
     for saved, device in zip(state.get("cuda", []), replica_gpus(devices)):
         torch.cuda.set_rng_state(saved, device)
+
+
+class ProcessRng:
+    """This process's generators as one resumable thing (``state_dict``/``load_state_dict``), for checkpoints."""
+
+    def __init__(self, devices: tuple[str, ...] = ()) -> None:
+        self.devices = devices
+
+    def state_dict(self) -> dict:
+        return capture(self.devices)
+
+    def load_state_dict(self, state: dict) -> None:
+        restore(state, self.devices)

@@ -19,9 +19,8 @@ from tqdm import tqdm
 from data_shards.batches import TextBatch
 from data_shards.textio import normalize
 from data_shards.vocab import PAD_ID, UNK_ID, Vocab
-from dist_train.checkpoint import load_checkpoint
 from dist_train.decoding import BeamConfig, Hypothesis, beam_search
-from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from dist_train.inference import load_model
 from dist_train.trainers.s2s.batch import model_inputs
 
 
@@ -79,25 +78,18 @@ class Translator:
     the encoder sorts by them, and a device copy would make every batch wait for the device."""
 
     def __init__(self, checkpoints: list[Path], *, device: torch.device | str = "cpu") -> None:
-        states = [load_checkpoint(Path(p), "s2s", "translating") for p in checkpoints]
-        vocab = states[0]["vocab"]
-        for path, state in zip(checkpoints[1:], states[1:]):
-            if state["vocab"]["tokens"] != vocab["tokens"]:
+        self.device = torch.device(device)
+        loaded = [load_model(Path(p), "s2s", "translating", self.device) for p in checkpoints]
+        vocab = loaded[0].checkpoint.vocab
+        for path, other in zip(checkpoints[1:], loaded[1:]):
+            if other.checkpoint.vocab.tokens != vocab.tokens:
                 raise ValueError(
                     f"{path}: an ensemble needs one vocabulary, and this one differs from {checkpoints[0]}"
                 )
-        self.device = torch.device(device)
-        self.models = [self._model(state) for state in states]
-        spm = vocab.get("spm_models", {})
-        self.src = TextCodec(vocab["tokens"]["src"], vocab["tokenizer"], "src", spm.get("src"))
-        self.tgt = TextCodec(vocab["tokens"]["tgt"], vocab["tokenizer"], "tgt", spm.get("tgt"))
-
-    def _model(self, state: dict) -> Seq2Seq:
-        cfg = Seq2SeqConfig(**state["config"]["model"])
-        sizes = {f"{side}_vocab_size": len(state["vocab"]["tokens"][side]) for side in ("src", "tgt")}
-        model = Seq2Seq(cfg, **sizes)
-        model.load_state_dict(state["model"])  # loaded on the host, so the optimizer's state never reaches the device
-        return model.to(self.device).eval()
+        self.models = [one.model for one in loaded]
+        spm = vocab.spm_models
+        self.src = TextCodec(vocab.tokens["src"], vocab.tokenizer, "src", spm.get("src"))
+        self.tgt = TextCodec(vocab.tokens["tgt"], vocab.tokenizer, "tgt", spm.get("tgt"))
 
     @property
     def vocab_sizes(self) -> tuple[int, int]:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 PRESETS = Path(__file__).resolve().parent / "presets"
 
@@ -164,24 +163,6 @@ def load_config(cls, *, files: list[Path] = (), overrides: list[str] = ()):
         full = resolve_key(cls, key.strip())
         _set(tree, full, parse_value(text.strip(), paths[full], full))
     return build(cls, tree)
-
-
-def to_dict(config) -> dict:
-    """A JSON/TOML-friendly nested dict (paths as strings)."""
-
-    def plain(value):
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        return value
-
-    return {
-        f.name: to_dict(getattr(config, f.name))
-        if dataclasses.is_dataclass(getattr(config, f.name))
-        else plain(getattr(config, f.name))
-        for f in dataclasses.fields(config)
-    }
 
 
 def preset_file(job: str, preset: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from dist_train import PROJECT_ROOT
 
 
 def shared_data() -> Path:

@@ -174,12 +174,12 @@ def test_a_disk_without_room_for_one_checkpoint_is_found_before_the_first_step(t
     from collections import namedtuple
 
     from data_shards.errors import UserError
-    from dist_train.checkpoint import Checkpointer
+    from dist_train.checkpoint import CheckpointFolder
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr("shutil.disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
     with pytest.raises(UserError, match=r"disk has 0\.00 GB free and one checkpoint takes about 0\.50 GB"):
-        Checkpointer(tmp_path / "checkpoints").check_room(5 * 10**8)
+        CheckpointFolder(tmp_path / "checkpoints").check_room(5 * 10**8)
 
 
 def test_submit_renders_nothing_for_arguments_the_job_would_refuse(capsys):

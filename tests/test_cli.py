@@ -10,10 +10,13 @@ import torch
 from conftest import WMT, run_cli
 
 from data_shards.errors import UserError
+from dist_train.checkpoint import RunCheckpoint, atomic_save
 from dist_train.gan_metrics import nearest, parzen_log_likelihoods, squared_distances
 from dist_train.models.gan import GanModelConfig, build_gan
+from dist_train.trainers.s2s.trainer import S2SConfig
 from launcher.commands.evaluate_gan import generate
 from launcher.commands.translate import inference_device
+from launcher.config import load_config, preset_file
 
 EN = WMT / "newstest2014-plain-derived" / "newstest2014.en"
 FR = WMT / "newstest2014-plain-derived" / "newstest2014.fr"
@@ -170,17 +173,26 @@ def test_device_that_is_not_one_is_a_usage_error(tmp_path):
     assert "auto|cpu|cuda|cuda:N" in run_cli("evaluate-gan", "--help").stdout
 
 
-def test_gan_samples_and_their_scores_stay_on_the_device():
+def test_gan_samples_and_their_scores_stay_on_the_device(tmp_path):
     """On ``meta`` (a device without data, no GPU needed): a tensor left on the host would fail or show."""
     cfg = GanModelConfig(z_dim=4, g_hidden=8)
-    state = {
-        "config": {"model": dataclasses.asdict(cfg)},
-        "image_shape": [1, 28, 28],
-        "generator": build_gan(cfg, (1, 28, 28))[0].state_dict(),
-    }
-    samples, _ = generate(state, 1500, seed=0, use_ema=True, device=torch.device("meta"))
+    weights = {"generator": build_gan(cfg, (1, 28, 28))[0].state_dict()}
+    inference = {"config": {"model": dataclasses.asdict(cfg)}, "image_shape": [1, 28, 28]}
+    atomic_save(RunCheckpoint(job="gan", weights=weights, inference=inference).to_state(), tmp_path / "g.pt")
+    samples, _ = generate(tmp_path / "g.pt", 1500, seed=0, use_ema=True, device=torch.device("meta"))
     assert samples.device.type == "meta" and samples.shape == (1500, 1, 28, 28)
     host_images = torch.rand(5, 784)
     assert squared_distances(host_images, samples.flatten(1)).device.type == "meta"
     assert parzen_log_likelihoods(host_images, samples.flatten(1), [0.1, 1.0]).device.type == "meta"
     assert nearest(samples[:3], host_images).device.type == "meta"
+
+
+def test_the_paper_preset_is_the_published_recipe_which_the_defaults_hold_once():
+    cfg = load_config(S2SConfig, files=[preset_file("s2s", "paper")])
+    model, optim = cfg.model, cfg.optim
+    assert (model.num_layers, model.hidden_dim, model.embed_dim, model.init_range) == (4, 1000, 1000, 0.08)
+    assert model.reverse_source and not (model.attention or model.copy or model.dropout)
+    assert (optim.name, optim.lr, optim.max_grad_norm, optim.schedule) == ("sgd", 0.7, 5.0, "epochs")
+    assert (optim.halve_after_epochs, optim.halve_every_epochs, optim.decay_fraction) == (5.0, 0.5, 0.0)
+    assert (cfg.data.batch_size, cfg.train.num_epochs, cfg.vocab.src_vocab_size) == (128, 7.5, 0)
+    assert cfg == S2SConfig(), "the preset sets nothing: the recipe is written once, as the configs' defaults"

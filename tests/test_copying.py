@@ -9,6 +9,7 @@ import torch
 from conftest import map_sources_for_copying, run_cli
 
 from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID
+from dist_train.checkpoint import read_checkpoint
 from dist_train.models.copying import source_to_target
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from dist_train.parallel.placement import place, plan_layout
@@ -84,9 +85,9 @@ def test_a_copying_model_trains_and_translates(newstest_small_shards, tmp_path):
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     checkpoint = sorted((run / "checkpoints").glob("step-*.pt"))[-1]
-    state = torch.load(checkpoint, weights_only=True)
-    mapped = state["model"]["source_to_target"]
-    src, tgt = state["vocab"]["tokens"]["src"], state["vocab"]["tokens"]["tgt"]
+    saved = read_checkpoint(checkpoint)
+    mapped = saved.weights["model"]["source_to_target"]
+    src, tgt = saved.vocab.tokens["src"], saved.vocab.tokens["tgt"]
     assert mapped.tolist() == source_to_target(src, tgt).tolist()
     assert (mapped[len(SPECIALS) :] != UNK_ID).sum() > 100, "shared words (names, numbers, punctuation) map across"
     lines = ["The President of the United States, Barack Obama, arrived in Paris in 2013.", "Thank you."]

@@ -12,7 +12,7 @@ import pytest
 from conftest import ONE_NODE, finished, free_port, losses, tiny_cli, torchrun, train_log
 
 from data_shards.errors import UserError
-from dist_train.checkpoint import load_checkpoint
+from dist_train.checkpoint import read_checkpoint
 from dist_train.parallel.deepspeed_engine import REPO_ROOT, load_config
 
 JOB = {"batch_size": 32, "num_replicas": 4, "max_grad_norm": 5.0}
@@ -87,10 +87,10 @@ def test_zero2_stops_and_resumes_exactly_from_each_replicas_partition(newstest_s
     straight = torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "straight", overrides=common)
     stopped = torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "stopped", steps=3, overrides=common)
     finished(straight), finished(stopped)
-    state = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "step-00000003.pt")
-    assert state["optimizers"] == {}  # nothing whole: each replica holds half of Adam's moments
-    parts = [r["optimizers"]["model"]["optimizer"]["state"][0]["exp_avg"] for r in state["replicas"]]
-    weights = sum(p.numel() for p in state["model"].values() if p.is_floating_point())
+    saved = read_checkpoint(tmp_path / "stopped" / "checkpoints" / "step-00000003.pt")
+    assert saved.training.optimizers == {}  # nothing whole: each replica holds half of Adam's moments
+    parts = [r.optimizers["model"]["optimizer"]["state"][0]["exp_avg"] for r in saved.training.replicas]
+    weights = sum(p.numel() for p in saved.weights["model"].values() if p.is_floating_point())
     assert len(parts) == 2 and not parts[0].equal(parts[1])
     assert weights <= sum(p.numel() for p in parts) < weights + 1024  # padded to DeepSpeed's alignment
     under_ddp = finished_with_error(torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "stopped",

@@ -23,7 +23,7 @@ from dist_train.distributed import Topology, all_gather_objects, backend_for, in
 from dist_train.models.gan import build_gan, sample_noise
 from dist_train.models.numerics import choose_recurrence_dtype
 from dist_train.models.seq2seq import Seq2Seq
-from dist_train.parallel.replica import ParallelConfig, build_replica, check_replica
+from dist_train.parallel.replica import LayoutConfig, ParallelConfig, build_replica, check_replica
 from dist_train.precision import MixedPrecision
 from dist_train.trainers.classifier import shifted
 from dist_train.trainers.gan.trainer import GanConfig
@@ -74,7 +74,7 @@ def test_every_model_and_layout_places_everything_and_trains_on_a_non_cpu_device
     and backward that never touches the host: a CPU tensor mixed in, a device read (``.item()``) or a
     boolean mask (a host round trip) raises on ``meta``."""
     placement, count, chunk_len = LAYOUTS[layout]
-    cfg = ParallelConfig(placement=placement, devices_per_replica=count, chunk_len=chunk_len)
+    cfg = LayoutConfig(placement=placement, devices_per_replica=count, chunk_len=chunk_len)
     replica = build_replica(preset_model(preset, **model), cfg, Topology(devices=("meta",) * count))
     assert off_device(replica, META) == []
     inputs = model_inputs(batch, VOCAB, META)
@@ -105,7 +105,7 @@ def test_placement_refuses_to_leave_a_part_behind():
     model = preset_model("tiny", attention="true", copy="true")
     model.extra = torch.nn.Linear(2, 2)  # a part placement does not know
     with pytest.raises(ValueError, match=r"extra\.weight \(cpu\)"):
-        build_replica(model, ParallelConfig(placement="paper", devices_per_replica=2), Topology(devices=("meta",) * 2))
+        build_replica(model, LayoutConfig(placement="paper", devices_per_replica=2), Topology(devices=("meta",) * 2))
 
 
 @pytest.fixture
@@ -184,11 +184,11 @@ def test_rng_state_is_the_replicas_own_gpus_and_restores_on_fewer(monkeypatch):
 
 
 def test_deepspeed_is_refused_before_anything_starts_for_a_replica_over_several_gpus():
-    cfg = ParallelConfig(engine="deepspeed", placement="paper", devices_per_replica=8)
+    cfg = LayoutConfig(engine="deepspeed", placement="paper", devices_per_replica=8)
     with pytest.raises(UserError, match="use parallel.engine=ddp"):
         check_replica(cfg, Topology(devices=tuple(f"cuda:{i}" for i in range(8))))
     check_replica(cfg, Topology(devices=("cpu",) * 8))  # on the CPU every device is one: it works (tested elsewhere)
-    check_replica(ParallelConfig(placement="paper", devices_per_replica=8), Topology(devices=("cuda:0",) * 8))
+    check_replica(LayoutConfig(placement="paper", devices_per_replica=8), Topology(devices=("cuda:0",) * 8))
 
 
 def test_bf16_runs_the_recurrence_in_the_precision_chosen_not_autocasts_fp16():

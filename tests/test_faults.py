@@ -16,9 +16,9 @@ import torch
 from conftest import losses, run_cli
 from local_cluster import poll
 
-import dist_train.checkpoint
+import dist_train.checkpoint.files
 from data_shards.errors import UserError
-from dist_train.checkpoint import Checkpointer, load_checkpoint
+from dist_train.checkpoint import CheckpointFolder, read_checkpoint
 from dist_train.distributed import Topology, replica_devices
 from dist_train.models.seq2seq import Seq2Seq
 from dist_train.peers import peer_failure
@@ -46,7 +46,9 @@ def s2s(data, run_dir, *overrides, resume="never") -> int:
 
 
 def finite_weights(checkpoint) -> bool:
-    return all(torch.isfinite(w).all() for w in load_checkpoint(checkpoint)["model"].values() if w.is_floating_point())
+    return all(
+        torch.isfinite(w).all() for w in read_checkpoint(checkpoint).weights["model"].values() if w.is_floating_point()
+    )
 
 
 def test_a_non_finite_step_is_skipped_and_counted(newstest_small_shards, tmp_path, monkeypatch, capsys):
@@ -57,7 +59,7 @@ def test_a_non_finite_step_is_skipped_and_counted(newstest_small_shards, tmp_pat
     logged = losses(tmp_path / "run")
     assert [s for s, loss in logged.items() if loss != loss] == [3, 5]  # NaN only where poisoned
     assert all(logged[s] == logged[s] for s in (4, 6, 7, 8))  # the weights stayed finite
-    assert finite_weights(Checkpointer(tmp_path / "run" / "checkpoints").latest())
+    assert finite_weights(CheckpointFolder(tmp_path / "run" / "checkpoints").latest())
 
 
 def test_a_streak_of_them_stops_the_run_and_keeps_the_last_good_checkpoint(
@@ -69,7 +71,7 @@ def test_a_streak_of_them_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert code == 2
     error = capsys.readouterr().err
     assert "3 updates in a row were skipped at step 5" in error and "step-00000004.pt" in error
-    newest = Checkpointer(tmp_path / "run" / "checkpoints").latest()
+    newest = CheckpointFolder(tmp_path / "run" / "checkpoints").latest()
     assert newest.name == "step-00000004.pt" and finite_weights(newest)
 
 
@@ -106,10 +108,10 @@ def test_a_full_disk_stops_the_run_keeps_the_previous_checkpoint_and_leaves_no_p
     folder = run_dir / "checkpoints"
 
     def open_checkpoint(path, mode="r", *args, **kwargs):  # the disk fills up before the second checkpoint
-        full = "w" in mode and Checkpointer(folder).latest() is not None
+        full = "w" in mode and CheckpointFolder(folder).latest() is not None
         return FullDisk(path, mode) if full else open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(dist_train.checkpoint, "open", open_checkpoint, raising=False)
+    monkeypatch.setattr(dist_train.checkpoint.files, "open", open_checkpoint, raising=False)
     assert s2s(newstest_small_shards, run_dir, "max_steps=6", "checkpoint_every_steps=2") == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "step-00000004.pt: could not be written (No space left on device)" in error
@@ -152,11 +154,11 @@ def test_a_process_killed_mid_save_leaves_the_previous_checkpoint_which_the_reru
     finally:
         job.kill()
     (partial,) = folder.glob(".step-00000004.pt.tmp-*")
-    assert partial.stat().st_size > 0 and Checkpointer(folder).latest().name == "step-00000002.pt"
+    assert partial.stat().st_size > 0 and CheckpointFolder(folder).latest().name == "step-00000002.pt"
     assert s2s(newstest_small_shards, run_dir, "max_steps=6", "checkpoint_every_steps=2", resume="auto") == 0
     err = capsys.readouterr().err
     assert "removed 1 incomplete checkpoint file(s)" in err and "resumed from step-00000002.pt" in err
-    assert not partial.exists() and Checkpointer(folder).latest().name == "step-00000006.pt"
+    assert not partial.exists() and CheckpointFolder(folder).latest().name == "step-00000006.pt"
 
 
 def test_more_devices_per_replica_than_visible_gpus_is_a_one_line_error(monkeypatch):

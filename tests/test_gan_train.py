@@ -13,9 +13,7 @@ from conftest import ONE_NODE, run_cli, torchrun, train_log
 from PIL import Image
 
 from data_shards import ShardReader
-from dist_train.checkpoint import Checkpointer
 from dist_train.distributed import Topology
-from dist_train.metrics import Sinks
 from dist_train.models.gan import sample_noise
 from dist_train.trainers.gan.trainer import GanConfig, GanTrainer
 from launcher.config import load_config, preset_file
@@ -128,8 +126,8 @@ def test_a_joint_step_is_the_released_update_written_out(mnist_5k_shards, tmp_pa
                       overrides=["model.d_input_keep=1", "model.d_hidden_keep=1", "optim.name=sgd", "optim.lr=0.1",
                                  "optim.momentum=0"])  # fmt: skip
     reader = ShardReader(mnist_5k_shards, cfg.data)
-    trainer = GanTrainer(cfg, Topology(devices=["cpu"]), reader, Checkpointer(tmp_path), Sinks([]), {})
-    generator, discriminator = (copy.deepcopy(m) for m in trainer.trained_modules())
+    trainer = GanTrainer(cfg, Topology(devices=["cpu"]), reader, tmp_path)
+    generator, discriminator = (copy.deepcopy(trainer.modules()[name]) for name in ("generator", "discriminator"))
     batch = next(iter(ShardReader(mnist_5k_shards, cfg.data)))
     z = sample_noise(cfg.model, len(batch), torch.Generator().manual_seed(cfg.train.seed))
     real = batch.images.float() / 255
@@ -142,7 +140,7 @@ def test_a_joint_step_is_the_released_update_written_out(mnist_5k_shards, tmp_pa
     d_grads = torch.autograd.grad(d_loss, list(discriminator.parameters()))
     result = trainer.train_step(batch)
     assert result.g_loss == pytest.approx(g_loss.item()) and result.d_loss == pytest.approx(d_loss.item())
-    for module, reference, grads in ((trainer.trained_modules()[0], generator, g_grads),
-                                     (trainer.trained_modules()[1], discriminator, d_grads)):  # fmt: skip
+    for module, reference, grads in ((trainer.modules()["generator"], generator, g_grads),
+                                     (trainer.modules()["discriminator"], discriminator, d_grads)):  # fmt: skip
         for param, before, grad in zip(module.parameters(), reference.parameters(), grads):
             torch.testing.assert_close(param.detach(), before.detach() - 0.1 * grad)

@@ -19,7 +19,7 @@ import torch
 from conftest import ONE_NODE, finished, free_port, losses, torchrun
 from local_cluster import poll
 
-from dist_train.checkpoint import Checkpointer, load_checkpoint
+from dist_train.checkpoint import CheckpointFolder, read_checkpoint
 from dist_train.metrics.clock import PHASES
 
 STEPS = 12
@@ -49,7 +49,7 @@ def steps_logged(run_dir: Path) -> int:
 
 
 def weights(run_dir: Path) -> dict:
-    return load_checkpoint(Checkpointer(run_dir / "checkpoints").latest())["model"]
+    return read_checkpoint(CheckpointFolder(run_dir / "checkpoints").latest()).weights["model"]
 
 
 @pytest.fixture(scope="module")

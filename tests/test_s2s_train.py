@@ -10,7 +10,9 @@ import torch
 from conftest import ONE_NODE, finished, free_port, losses, run_cli, tiny_cli, torchrun, train_log
 
 from data_shards.errors import UserError
-from dist_train.checkpoint import Checkpointer, load_checkpoint
+from dist_train.checkpoint import FORMAT, CheckpointFolder, read_checkpoint
+from dist_train.decoding import BeamConfig
+from dist_train.translation import Translator
 from launcher.main import main
 
 
@@ -25,7 +27,7 @@ def test_stop_and_resume_gives_the_same_loss_at_every_later_step(newstest_small_
     options = (f"data.num_workers={workers}", "data.batch_size=48", "model.dropout=0.3", "train.deterministic=true")
     s2s(data, tmp_path / "straight", "max_steps=16", *options)  # dropout: the global RNG must resume too
     s2s(data, tmp_path / "stopped", "max_steps=7", *options)
-    assert Checkpointer(tmp_path / "stopped" / "checkpoints").latest().name == "step-00000007.pt"
+    assert CheckpointFolder(tmp_path / "stopped" / "checkpoints").latest().name == "step-00000007.pt"
     s2s(data, tmp_path / "stopped", "max_steps=16", *options)
     straight, resumed = losses(tmp_path / "straight"), losses(tmp_path / "stopped")
     assert sorted(resumed) == list(range(1, 17))
@@ -35,29 +37,68 @@ def test_stop_and_resume_gives_the_same_loss_at_every_later_step(newstest_small_
 
 def test_checkpoint_holds_the_full_state_and_loads_weights_only(newstest_small_shards, tmp_path):
     s2s(newstest_small_shards, tmp_path / "run", "max_steps=3")
-    state = load_checkpoint(Checkpointer(tmp_path / "run" / "checkpoints").latest())
-    assert {"model", "optimizers", "schedule", "trainer", "readers", "rng", "config", "vocab"} <= set(state)
-    assert set(state["optimizers"]) == {"model"}  # whole: DDP, no ZeRO
-    assert state["trainer"]["step"] == 3 and state["readers"][0]["position"] == 3
-    assert len(state["vocab"]["tokens"]["tgt"]) == 2000 and state["config"]["model"]["hidden_dim"] == 32
+    saved = read_checkpoint(CheckpointFolder(tmp_path / "run" / "checkpoints").latest())
+    assert (
+        saved.job == "s2s" and set(saved.weights) == {"model"} and set(saved.training.job) == {"schedule", "precision"}
+    )
+    assert set(saved.training.optimizers) == {"model"}  # whole: DDP, no ZeRO
+    assert saved.step == 3 and saved.training.replicas[0].reader["position"] == 3
+    assert len(saved.vocab.tokens["tgt"]) == 2000 and saved.model_config["hidden_dim"] == 32
     unsafe = tmp_path / "unsafe.pt"
-    torch.save({"model": state["model"], "hook": Checkpointer}, unsafe)  # a pickled class could run code
+    torch.save({"model": saved.weights["model"], "hook": CheckpointFolder}, unsafe)  # a pickled class could run code
     with pytest.raises(UserError, match="refused, loading it could run code") as refused:
-        load_checkpoint(unsafe)
+        read_checkpoint(unsafe)
     assert "weights_only" not in str(refused.value), "never relay torch's advice to load it unsafely"
     text = tmp_path / "notes.txt"
     text.write_text("not a checkpoint\n")
     with pytest.raises(UserError, match=r"notes\.txt: is not a checkpoint"):
-        load_checkpoint(text)
+        read_checkpoint(text)
     with pytest.raises(UserError, match=r"is a translation model \(s2s\); evaluate-gan needs a GAN"):
-        load_checkpoint(Checkpointer(tmp_path / "run" / "checkpoints").latest(), "gan", "evaluate-gan")
+        read_checkpoint(CheckpointFolder(tmp_path / "run" / "checkpoints").latest(), "gan", "evaluate-gan")
+
+
+def format_1(saved) -> dict:
+    """A format-2 s2s checkpoint written as format 1 did: one flat dict."""
+    training = saved.training
+    return {
+        **saved.weights,
+        **training.job,
+        **saved.inference,
+        "optimizers": training.optimizers,
+        "trainer": {
+            **{k: v for k, v in vars(training.progress).items() if k != "seen"},
+            "words_seen": training.progress.seen,
+        },
+        "readers": [r.reader for r in training.replicas],
+        "rng": [r.rng for r in training.replicas],
+        "replicas": [{"optimizers": r.optimizers} for r in training.replicas],
+    }
+
+
+def test_a_format_1_checkpoint_resumes_and_translates_as_format_2_and_a_newer_one_is_refused(
+    newstest_small_shards, tmp_path
+):
+    s2s(newstest_small_shards, tmp_path / "run", "max_steps=3")
+    newest = CheckpointFolder(tmp_path / "run" / "checkpoints").latest()
+    torch.save(format_1(read_checkpoint(newest)), old := tmp_path / "format-1.pt")
+    for name, start in (("from-2", newest), ("from-1", old)):
+        s2s(newstest_small_shards, tmp_path / name, "max_steps=5", resume=str(start))
+    assert losses(tmp_path / "from-1") == losses(tmp_path / "from-2") and sorted(losses(tmp_path / "from-1")) == [4, 5]
+    source = ["The President arrived in Paris."]
+    assert Translator([old]).translate(source, BeamConfig(beam=2)) == Translator([newest]).translate(
+        source, BeamConfig(beam=2)
+    )
+    torch.save({**torch.load(newest, weights_only=True), "format": FORMAT + 1}, newer := tmp_path / "newer.pt")
+    with pytest.raises(UserError, match=f"is checkpoint format {FORMAT + 1}; this version of the program reads "
+                                        f"formats 1 to {FORMAT}"):  # fmt: skip
+        read_checkpoint(newer)
 
 
 def test_torchrun_two_processes_data_parallel(newstest_small_shards, tmp_path):
     summary = finished(torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "run"))
     assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
-    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")
-    assert [r["replica_rank"] for r in state["readers"]] == [0, 1]
+    saved = read_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")
+    assert [r.reader["replica_rank"] for r in saved.training.replicas] == [0, 1]
 
 
 PAPER_LAYOUT = ("parallel.placement=paper", "parallel.devices_per_replica=8", "parallel.chunk_len=3")
@@ -92,8 +133,9 @@ def test_torchrun_two_replicas_of_the_paper_layout_with_ddp_and_with_deepspeed(n
     ddp, deepspeed = losses(tmp_path / "ddp"), losses(tmp_path / "deepspeed")
     assert sorted(deepspeed) == [2, 4, 6]
     assert [deepspeed[s] for s in (2, 4, 6)] == pytest.approx([ddp[s] for s in (2, 4, 6)], rel=1e-4)
-    state = load_checkpoint(tmp_path / "deepspeed" / "checkpoints" / "step-00000006.pt")
-    assert set(state["model"]) == set(load_checkpoint(tmp_path / "ddp" / "checkpoints" / "step-00000006.pt")["model"])
+    saved = read_checkpoint(tmp_path / "deepspeed" / "checkpoints" / "step-00000006.pt")
+    under_ddp = read_checkpoint(tmp_path / "ddp" / "checkpoints" / "step-00000006.pt")
+    assert set(saved.weights["model"]) == set(under_ddp.weights["model"])
 
 
 def test_torchrun_two_nodes_on_localhost(newstest_small_shards, tmp_path):
@@ -113,7 +155,7 @@ def test_torchrun_two_nodes_on_localhost(newstest_small_shards, tmp_path):
     summaries = [finished(node) for node in nodes]
     summary = next(s for s in summaries if s)
     assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
-    assert len(load_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")["readers"]) == 2
+    assert len(read_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt").training.replicas) == 2
 
 
 @pytest.mark.parametrize(

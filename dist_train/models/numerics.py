@@ -6,8 +6,8 @@ So ``run_lstm`` (``lstm_windows``) asks ``recurrence_dtype`` and casts the input
 itself, outside autocast. The policy (``auto|fp32|bf16|fp16``) is set around a forward by whoever runs
 it (``dist_train.precision.MixedPrecision.autocast``): ``auto`` is the autocast dtype where the device's
 LSTM kernel takes it (CUDA: fp16; bf16 from cuDNN 9.13, the first cuDNN whose RNN takes bf16), else fp32,
-and fp32 on CPU (bf16 is ~25× slower on AVX2-only CPUs; on one with AVX-512 BF16 it was measured faster:
-README).
+and fp32 on CPU (bf16 is ~25× slower on AVX2-only CPUs; where AVX-512 BF16 makes it faster, set it:
+docs/s2s.md, Precision).
 """
 
 from __future__ import annotations

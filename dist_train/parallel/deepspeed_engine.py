@@ -21,20 +21,20 @@ import torch
 from torch import nn
 
 from data_shards.errors import UserError
-from dist_train.distributed import Topology, lone_process_env
+from dist_train import PROJECT_ROOT
+from dist_train.distributed import Topology, join_deepspeed
 from dist_train.precision import MixedPrecision
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGE0 = {"zero_optimization": {"stage": 0}}  # no file: plain data parallelism, as DDP
 SCALER_FIELDS = ("cur_scale", "cur_iter", "last_overflow_iter", "cur_hysteresis")
 
 
 def find_config(name: str) -> Path:
     """``name`` as given, or relative to the repository (``cluster/deepspeed/zero2.json`` from anywhere)."""
-    for path in (Path(name), REPO_ROOT / name):
+    for path in (Path(name), PROJECT_ROOT / name):
         if path.is_file():
             return path
-    shipped = ", ".join(sorted(p.name for p in (REPO_ROOT / "cluster" / "deepspeed").glob("*.json")))
+    shipped = ", ".join(sorted(p.name for p in (PROJECT_ROOT / "cluster" / "deepspeed").glob("*.json")))
     raise UserError(
         name, f"no such DeepSpeed config (parallel.deepspeed_config; shipped in cluster/deepspeed/: {shipped})"
     )
@@ -103,7 +103,7 @@ class DeepSpeedDataParallel:
             precision=precision.precision,
         )
         deepspeed = _import_deepspeed()
-        _join(deepspeed, topology)
+        join_deepspeed(deepspeed, topology)
         from deepspeed.runtime.config import DeepSpeedConfig
         from deepspeed.runtime.engine import DeepSpeedEngine
 
@@ -159,12 +159,3 @@ def _import_deepspeed():
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     return deepspeed
-
-
-def _join(deepspeed, topology: Topology) -> None:
-    """DeepSpeed's communication layer over our process group (or a 1-process one of its own). It is told
-    the backend its tensors use: NCCL on GPUs (our group routes CUDA tensors there), gloo on CPU."""
-    backend = "nccl" if topology.device.type == "cuda" else "gloo"
-    if not torch.distributed.is_initialized():
-        lone_process_env()
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)

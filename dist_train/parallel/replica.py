@@ -27,13 +27,9 @@ PLACEMENTS = ("none", "paper")
 
 @dataclass(frozen=True, kw_only=True)
 class ParallelConfig:
-    """How one replica spreads over its devices (one process drives one replica)."""
+    """How replicas run and keep in step (any job; one process drives one replica)."""
 
     device: str = "auto"  # auto | cpu | cuda: the kind of device replicas run on (auto: CUDA when a GPU is visible)
-    placement: str = "none"  # none: the whole model on one device; paper: layers and softmax shards spread
-    devices_per_replica: int = 1
-    softmax_shards: int = 4  # the paper split its softmax over 4 GPUs
-    chunk_len: int = 0  # wavefront pipeline chunk in time steps; 0: no pipeline (layer after layer)
     engine: str = "ddp"  # ddp | deepspeed: who all-reduces gradients and steps the optimizer
     collective_timeout_s: float = 600.0  # a collective not completed by then fails the job (a dead or hung peer)
     deepspeed_config: str = ""  # engine=deepspeed: a DeepSpeed JSON, e.g. cluster/deepspeed/zero2.json ("": ZeRO 0)
@@ -41,17 +37,37 @@ class ParallelConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICE_KINDS:
             raise ValueError(f"parallel.device must be one of {', '.join(DEVICE_KINDS)}, not {self.device!r}")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"parallel.placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
-        at_least(self, "parallel", 1, "devices_per_replica", "softmax_shards")
-        at_least(self, "parallel", 0, "chunk_len", note="0: no wavefront")
         if self.engine not in ENGINES:
             raise ValueError(f"parallel.engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         above(self, "parallel", 0, "collective_timeout_s")
         if self.deepspeed_config and self.engine != "deepspeed":
             raise ValueError("parallel.deepspeed_config needs parallel.engine=deepspeed")
+
+    def replica_width(self) -> int:
+        """Devices per replica: one, unless a layout spreads the model (``LayoutConfig``)."""
+        return 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayoutConfig(ParallelConfig):
+    """The s2s job's: the engine's settings, and how one replica spreads over its devices (the paper's layout)."""
+
+    placement: str = "none"  # none: the whole model on one device; paper: layers and softmax shards spread
+    devices_per_replica: int = 1
+    softmax_shards: int = 4  # the paper split its softmax over 4 GPUs
+    chunk_len: int = 0  # wavefront pipeline chunk in time steps; 0: no pipeline (layer after layer)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"parallel.placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
+        at_least(self, "parallel", 1, "devices_per_replica", "softmax_shards")
+        at_least(self, "parallel", 0, "chunk_len", note="0: no wavefront")
         if self.placement == "none" and self.devices_per_replica > 1:
             raise ValueError("parallel.devices_per_replica > 1 needs parallel.placement=paper")
+
+    def replica_width(self) -> int:
+        return self.devices_per_replica
 
 
 def check_replica(cfg: ParallelConfig, topology: Topology) -> None:
@@ -64,12 +80,12 @@ def check_replica(cfg: ParallelConfig, topology: Topology) -> None:
         raise UserError(
             cfg.deepspeed_config or None,
             f"parallel.engine=deepspeed cannot drive a replica over {len(gpus)} GPUs "
-            f"(parallel.devices_per_replica={cfg.devices_per_replica}): use parallel.engine=ddp for the paper's "
+            f"(parallel.devices_per_replica={cfg.replica_width()}): use parallel.engine=ddp for the paper's "
             "layout, or devices_per_replica=1 with DeepSpeed",
         )
 
 
-def build_replica(model: Seq2Seq, cfg: ParallelConfig, topology: Topology) -> nn.Module:
+def build_replica(model: Seq2Seq, cfg: LayoutConfig, topology: Topology) -> nn.Module:
     """The replica the engine wraps: forward(...) → per-token losses, as ``Seq2Seq.forward``."""
     devices = [torch.device(d) for d in topology.devices]
     if len(devices) != cfg.devices_per_replica:

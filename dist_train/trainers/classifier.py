@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data_shards import ReaderConfig, ShardReader
-from dist_train.checkpoint import atomic_save, load_checkpoint
+from dist_train.checkpoint import RunCheckpoint, atomic_save
+from dist_train.inference import load_model
 from dist_train.models.classifier import MnistClassifier
 
 
@@ -91,12 +92,12 @@ def shifted(images: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 
 def save_classifier(model: MnistClassifier, test_accuracy: float, path: Path) -> Path:
-    atomic_save({"model": model.state_dict(), "test_accuracy": test_accuracy}, path)
-    return path
+    saved = RunCheckpoint(
+        job="classifier", weights={"model": model.state_dict()}, inference={"test_accuracy": test_accuracy}
+    )
+    return atomic_save(saved.to_state(), path)
 
 
 def load_classifier(path: Path) -> tuple[MnistClassifier, float]:
-    state = load_checkpoint(path, "classifier", "scoring generated digits")
-    model = MnistClassifier()
-    model.load_state_dict(state["model"])
-    return model.eval(), state["test_accuracy"]
+    loaded = load_model(path, "classifier", "scoring generated digits")
+    return loaded.model, loaded.checkpoint.test_accuracy

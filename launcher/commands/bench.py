@@ -13,8 +13,6 @@ from pathlib import Path
 import torch
 
 from data_shards.bench import bench_data
-from data_shards.shard_images import ShardImagesConfig, shard_images
-from data_shards.shard_text import ShardTextConfig, shard_text
 from dist_train.trainers.gan.bench import bench_gan
 from dist_train.trainers.gan.trainer import GanConfig
 from dist_train.trainers.s2s.bench import bench_pipeline, bench_s2s
@@ -22,9 +20,9 @@ from dist_train.trainers.s2s.trainer import S2SConfig
 from launcher.commands import performance
 from launcher.commands.bench_scaling import ddp_scaling
 from launcher.commands.common import machine, print_summary, say
-from launcher.commands.gan import mnist_shards
 from launcher.config import ConfigError, load_config, preset_file
-from launcher.paths import PROJECT_ROOT, shards_home, shared_data
+from launcher.default_data import cifar10_test_shards, giga_fren_shards, mnist_shards
+from launcher.paths import PROJECT_ROOT, shared_data
 
 NAME = "bench"
 TARGETS = ("data", "s2s", "pipeline", "gan", "all")
@@ -111,7 +109,7 @@ def run_all(args: argparse.Namespace, data_root: Path) -> int:
     results.append(run_plain_loop(args, data_root, steps=FLOOR_STEPS))
     results.append({**run_s2s(args, data_root, "small", PLAIN_MODEL, steps=FLOOR_STEPS), "bench": "s2s_same_as_plain"})
     say("bench all: data-parallel scaling, 1 and 2 processes of the s2s job (small)")
-    results.append(report({"bench": "ddp_scaling", **ddp_scaling(giga_fren_shards(data_root))}))
+    results.append(report({"bench": "ddp_scaling", **ddp_scaling(giga_fren_shards(data_root, "bench s2s"))}))
     results.append(run_pipeline(args, data_root, "paper"))
     results += [run_gan(args, data_root, preset) for preset in GAN_PRESETS]
     performance.write(
@@ -127,7 +125,7 @@ FLOOR_STEPS = 30  # timed steps of each side of the plain-loop comparison (more 
 
 def run_plain_loop(args: argparse.Namespace, data_root: Path, steps: int) -> dict:
     """benchmarks/plain_s2s.py on the same batches as ``bench s2s --preset small`` with PLAIN_MODEL."""
-    data = args.data or giga_fren_shards(data_root)
+    data = args.data or giga_fren_shards(data_root, "bench s2s")
     device = s2s_config(args, "small", PLAIN_MODEL).parallel.device  # the device ours runs on
     command = [sys.executable, str(PROJECT_ROOT / "benchmarks" / "plain_s2s.py"), "--preset", "small"]
     command += ["--data", str(data), "--steps", str(steps), "--warmup", str(args.warmup), "--device", device]
@@ -156,19 +154,9 @@ def run_data(args: argparse.Namespace, data_root: Path) -> dict:
     return report(figures)
 
 
-def giga_fren_shards(data_root: Path) -> Path:
-    """The 27k-pair giga-fren training sample (the peers' benchmark data), sharded once."""
-    out = shards_home() / "giga-fren-train"
-    if not (out / "manifest.json").is_file():
-        base = data_root / "wmt14-en-fr" / "train-giga-fren-head30000" / "original-split"
-        say(f"bench s2s: sharding {base} into {out} (once)")
-        shard_text(ShardTextConfig(src=(base / "train.en",), tgt=(base / "train.fr",), out=out, overwrite=True))
-    return out
-
-
 def run_pipeline(args: argparse.Namespace, data_root: Path, preset: str) -> dict:
     cfg = s2s_config(args, preset)
-    data = args.data or giga_fren_shards(data_root)
+    data = args.data or giga_fren_shards(data_root, "bench s2s")
     steps, chunk_len = args.steps or 3, args.chunk_len or 8
     say(f"bench pipeline: preset {preset}, plain against paper layout + wavefront (chunk {chunk_len}), {steps} steps")
     figures = bench_pipeline(cfg, data, steps=steps, chunk_len=chunk_len)
@@ -200,7 +188,7 @@ def run_s2s(
     args: argparse.Namespace, data_root: Path, preset: str, extra: tuple[str, ...] = (), steps: int = 0
 ) -> dict:
     cfg = s2s_config(args, preset, extra)
-    data = args.data or giga_fren_shards(data_root)
+    data = args.data or giga_fren_shards(data_root, "bench s2s")
     steps = steps or args.steps or (3 if preset == "paper" else 10)
     threads = torch.get_num_threads()
     say(f"bench s2s: preset {preset}, {steps} timed steps after {args.warmup} warm-up, {threads} threads")
@@ -210,16 +198,10 @@ def run_s2s(
 
 
 def gan_shards(preset: str, data_root: Path) -> Path:
-    """MNIST's training split for paper-mnist; the CIFAR-10 JPEG test images for dcgan-32 (sharded once)."""
-    if preset != "dcgan-32":
-        return mnist_shards("train", data_root / "mnist", NAME)
-    out = shards_home() / "cifar10-test"
-    if not (out / "manifest.json").is_file():
-        say(f"bench gan: sharding the CIFAR-10 test images into {out} (once)")
-        shard_images(
-            ShardImagesConfig(input=(data_root / "cifar10" / "cifar10-test-jpg.tar.gz",), out=out, overwrite=True)
-        )
-    return out
+    """MNIST's training split for paper-mnist; the CIFAR-10 JPEG test images for dcgan-32."""
+    if preset == "dcgan-32":
+        return cifar10_test_shards(data_root, "bench gan")
+    return mnist_shards("train", data_root / "mnist", "bench gan")
 
 
 def run_gan(args: argparse.Namespace, data_root: Path, preset: str) -> dict:

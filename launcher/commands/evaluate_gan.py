@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dist_train.checkpoint import load_checkpoint, newest_in
+from dist_train.checkpoint import newest_in
 from dist_train.gan_metrics import class_coverage, frechet_distance, nearest, parzen_score
-from dist_train.models.gan import GanModelConfig, build_gan, sample_noise
+from dist_train.inference import load_model
+from dist_train.models.gan import GanModelConfig, sample_noise
 from dist_train.trainers.classifier import ClassifierConfig, images_of, load_classifier, pixels
 from dist_train.trainers.gan.samples import image_grid, save_png, to_uint8
 from launcher.commands.common import print_summary, record_evaluation, say
-from launcher.commands.gan import mnist_shards
 from launcher.commands.train_classifier import DEFAULT_PATH, ensure_classifier
 from launcher.commands.translate import add_device_flag, inference_device
+from launcher.default_data import mnist_shards
 
 NAME = "evaluate-gan"
 MNIST_SHAPE = (1, 28, 28)
@@ -61,17 +62,15 @@ def add_parser(jobs) -> None:
 
 @torch.no_grad()
 def generate(
-    state: dict, num: int, seed: int, use_ema: bool, device: torch.device | str = "cpu"
+    checkpoint: Path, num: int, seed: int, use_ema: bool, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, GanModelConfig]:
-    """``num`` samples (num, channels, height, width) in [0, 1] from a gan checkpoint, made on
+    """``num`` samples (num, channels, height, width) in [0, 1] from a gan checkpoint's generator, made on
     ``device``. The noise is drawn on the host, so a seed gives the same samples on any device."""
-    cfg = GanModelConfig(**state["config"]["model"])
-    generator = build_gan(cfg, tuple(state["image_shape"]))[0]
-    generator.load_state_dict(state["generator_ema" if use_ema and "generator_ema" in state else "generator"])
-    generator.to(device).eval()
+    loaded = load_model(checkpoint, "gan", "evaluate-gan", device, ema=use_ema)
+    cfg = GanModelConfig(**loaded.checkpoint.model_config)
     noise = torch.Generator().manual_seed(seed)
     low, high = cfg.pixel_range
-    batches = [generator(sample_noise(cfg, min(1000, num - i), noise, device)) for i in range(0, num, 1000)]
+    batches = [loaded.model(sample_noise(cfg, min(1000, num - i), noise, device)) for i in range(0, num, 1000)]
     return (torch.cat(batches) - low) / (high - low), cfg
 
 
@@ -126,8 +125,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     device = inference_device(args.device)
     checkpoint = newest_in(args.checkpoint)
-    state = load_checkpoint(checkpoint, "gan", "evaluate-gan")
-    samples, cfg = generate(state, args.num_samples, args.seed, not args.no_ema, device)
+    samples, cfg = generate(checkpoint, args.num_samples, args.seed, not args.no_ema, device)
     valid_images, _ = images_of(args.valid or mnist_shards("valid", args.data_root, NAME))
     test_images, _ = images_of(args.test or mnist_shards("test", args.data_root, NAME))
     if tuple(valid_images.shape[1:]) != tuple(samples.shape[1:]):

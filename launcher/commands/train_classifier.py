@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
+from dist_train.checkpoint import read_checkpoint
 from dist_train.trainers.classifier import ClassifierConfig, save_classifier, train_classifier
 from launcher.commands.common import make_config, print_summary, say
-from launcher.commands.gan import mnist_shards
+from launcher.default_data import mnist_shards
 from launcher.paths import PROJECT_ROOT
 
 NAME = "train-classifier"
@@ -81,7 +82,7 @@ def ensure_classifier(
 ) -> tuple[Path, float]:
     """The classifier at ``path``, trained there first if it is missing (or ``retrain``)."""
     if path.is_file() and not retrain:
-        return path, torch.load(path, weights_only=True)["test_accuracy"]
+        return path, read_checkpoint(path, "classifier", "scoring generated digits").test_accuracy
     train = train or [mnist_shards("train", data_root, NAME), mnist_shards("valid", data_root, NAME)]
     test = test or mnist_shards("test", data_root, NAME)
     say(f"{NAME}: {cfg.num_epochs} epoch(s) on {', '.join(map(str, train))}")

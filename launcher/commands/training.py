@@ -8,22 +8,21 @@ import argparse
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from data_shards import ReaderConfig
-from data_shards.errors import UserError
-from data_shards.reader import ShardReader, should_pin_memory
 from dist_train import distributed, rng
-from dist_train.checkpoint import Checkpointer, load_checkpoint, resolve_resume
-from dist_train.metrics import JsonlSink, ProgressBarSink, Sinks, start_prometheus
+from dist_train.checkpoint import resolve_resume
+from dist_train.checkpoint.schema import plain_config
+from dist_train.metrics import JsonlSink, ProgressBarSink, start_prometheus
 from dist_train.metrics.prometheus import write_targets
 from dist_train.parallel.replica import check_replica
 from dist_train.precision import configure_numerics
 from dist_train.preemption import StopSignals
 from launcher.commands.common import print_summary, say
-from launcher.config import ConfigError, load_config, preset_file, presets_of, to_dict
+from launcher.config import ConfigError, load_config, preset_file, presets_of
 from launcher.paths import PROJECT_ROOT
 
 
@@ -66,19 +65,7 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str, *, 
         nargs="*",
         metavar="key=value",
         help="config overrides, e.g. max_steps=20 optim.lr=0.5 (max_steps=0 and max_minutes=0 mean no limit: "
-        "num_epochs decides; every key and its meaning: the preset files in launcher/presets and README)",
-    )
-
-
-def replica_reader(folder: Path, reader_cfg: ReaderConfig, topology: distributed.Topology) -> ShardReader:
-    """This replica's reader of the shards in ``folder``: its share of every epoch, its batches pinned
-    when they go to a GPU."""
-    return ShardReader(
-        folder,
-        reader_cfg,
-        replica_rank=topology.replica_rank,
-        num_replicas=topology.num_replicas,
-        pin_memory=should_pin_memory(topology.device),
+        "num_epochs decides; every key and its meaning: docs/s2s.md and docs/gan.md)",
     )
 
 
@@ -101,18 +88,41 @@ def run_directory(args: argparse.Namespace, job: str) -> Path:
     return args.run_dir or PROJECT_ROOT / "runs" / f"{job}-{args.preset}"
 
 
-def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> int:
-    """The typed config, then the process group (one replica per process), then ``start(cfg, topology)``."""
-    cfg = resolve_config(args, config_type, job)
+@dataclass(frozen=True)
+class JobData:
+    train: Path
+    dev: Path | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A training command: its config type and its trainer's builder (in ``dist_train.trainers.<job>``),
+    and the default data it shards once (``launcher.default_data``) when ``--data`` is not given."""
+
+    name: str
+    config_type: type
+    build_trainer: Callable  # (cfg, topology, run_dir, data, dev) -> Trainer
+    default_data: Callable[[Path | None], JobData]  # (--data-root) -> the shards, made once
+
+
+def run_job(args: argparse.Namespace, job: Job) -> int:
+    """Config → process group → data → trainer → resume → train → summary, in that order, once."""
+    cfg = resolve_config(args, job.config_type, job.name)
+    run_dir = run_directory(args, job.name)
     topology = distributed.init_distributed(
-        devices_per_replica=cfg.parallel.devices_per_replica,
+        devices_per_replica=cfg.parallel.replica_width(),
         device=cfg.parallel.device,
         timeout_s=cfg.parallel.collective_timeout_s,
-        trace_dir=run_directory(args, job) / "flight_recorder",
+        trace_dir=run_dir / "flight_recorder",
     )
-    check_replica(cfg.parallel, topology)  # before anything is built: a layout an engine cannot run
     try:
-        code = start(cfg, topology)
+        check_replica(cfg.parallel, topology)  # before anything is built: a layout an engine cannot run
+        threads = set_threads(cfg.train.threads, topology)
+        configure_numerics(tf32=cfg.train.tf32, deterministic=cfg.train.deterministic)
+        rng.seed_everything(cfg.train.seed)
+        data = job_data(args, job, topology)
+        trainer = job.build_trainer(cfg, topology, run_dir, data.train, data.dev)
+        code = run_trainer(args, job.name, cfg, trainer, data.train, threads)
     except BaseException:
         distributed.shutdown(finished=False)
         raise
@@ -120,74 +130,47 @@ def launch(args: argparse.Namespace, config_type, job: str, start: Callable) -> 
     return code
 
 
-def run_training(
-    args: argparse.Namespace,
-    cfg,
-    topology: distributed.Topology,
-    *,
-    job: str,
-    data: Path,
-    make_trainer: Callable,
-    about: str,
-    shown: dict[str, str],
-) -> int:
-    """Build the trainer (``make_trainer(checkpointer, sinks, run_dir)``), resume it, train, summarize."""
-    if cfg.train.precision == "fp16" and topology.device.type != "cuda":
-        args.parser.error("precision=fp16 needs a GPU (use bf16 on CPU)")
-    threads = set_threads(cfg.train.threads, topology)
-    configure_numerics(tf32=cfg.train.tf32, deterministic=cfg.train.deterministic)
-    rng.seed_everything(cfg.train.seed)
-    run_dir = run_directory(args, job)
-    checkpointer = Checkpointer(
-        run_dir / "checkpoints",
-        every_steps=cfg.train.checkpoint_every_steps,
-        every_minutes=cfg.train.checkpoint_every_minutes,
-        keep=cfg.train.keep_checkpoints,
-    )
-    sinks = Sinks([])
-    trainer = make_trainer(checkpointer, sinks, run_dir)
+def job_data(args: argparse.Namespace, job: Job, topology: distributed.Topology) -> JobData:
+    """``--data`` (and ``--dev``) as given; else the job's default shards, made by the main process the
+    first time while the others wait, and its answer taken by all."""
+    if args.data is not None:
+        return JobData(args.data, getattr(args, "dev", None))
+    made = job.default_data(args.data_root) if topology.is_main else None
+    return distributed.all_gather_objects(made, topology)[0]
+
+
+def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: Path, threads: int) -> int:
+    """Resume the trainer, record the run (config.json, train.jsonl, progress bar, Prometheus), train,
+    print the summary."""
+    topology, run_dir, checkpointer = trainer.topology, trainer.run_dir, trainer.checkpointer
     prometheus = start_prometheus(cfg.metrics, topology, job=job, run_dir=run_dir, say=say)
     if prometheus is not None:
-        sinks.sinks.append(prometheus)
-    if topology.is_main and (removed := checkpointer.remove_incomplete()):
+        trainer.sinks.sinks.append(prometheus)
+    if topology.is_main and (removed := checkpointer.folder.remove_incomplete()):
         say(f"{job}: removed {len(removed)} incomplete checkpoint file(s) of a save that never finished")
-    resume_from = resolve_resume(args.resume, checkpointer)
+    resume_from = resolve_resume(args.resume, checkpointer.folder)
     if resume_from is not None:
-        resume(trainer, resume_from, job)
+        checkpointer.resume(resume_from)
     if topology.is_main:
-        checkpointer.check_room(trainer.checkpoint_bytes())
-        (run_dir / "config.json").write_text(json.dumps({**to_dict(cfg), "data_dir": str(data)}, indent=1) + "\n")
+        checkpointer.folder.check_room(checkpointer.estimated_bytes())
+        config = {**plain_config(cfg), "data_dir": str(data)}
+        (run_dir / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         say(
             f"{job}: {topology.num_replicas} replica(s), {threads} thread(s) each, {len(trainer.reader)} steps/epoch, "
-            f"{trainer.total_steps} steps, {about}, {trainer.precision.describe()} on {topology.device.type}, "
-            f"run dir {run_dir}" + (f", resumed from {resume_from.name}" if resume_from else "")
+            f"{trainer.total_steps} steps, {trainer.about()}, {trainer.precision.describe()} on "
+            f"{topology.device.type}, run dir {run_dir}" + (f", resumed from {resume_from.name}" if resume_from else "")
         )
-        progress = ProgressBarSink(total=trainer.horizon, initial=trainer.step, desc=job, shown=shown)
+        progress = ProgressBarSink(total=trainer.horizon, initial=trainer.step, desc=job, shown=trainer.shown)
         began = {"resumed_from": resume_from.name} if resume_from else {}
-        sinks.sinks += [JsonlSink(run_dir / "train.jsonl", begins_at=trainer.step, note=began), progress]
+        trainer.sinks.sinks += [JsonlSink(run_dir / "train.jsonl", begins_at=trainer.step, note=began), progress]
     trainer.stop_signals = StopSignals().install()  # SIGTERM, SIGUSR1, Ctrl-C: checkpoint at the next step, exit 0
     try:
         summary = trainer.train()
     finally:  # an error ends the progress bar's line before it is printed
-        sinks.close()
+        trainer.sinks.close()
     if prometheus is not None and topology.is_main:
         write_targets(run_dir, [])  # the job is over: nothing left to scrape
     if topology.is_main:
-        print_summary({"job": job, "run_dir": str(run_dir), "checkpoint": str(checkpointer.latest()), **summary})
+        latest = checkpointer.folder.latest()
+        print_summary({"job": job, "run_dir": str(run_dir), "checkpoint": str(latest), **summary})
     return 0
-
-
-def resume(trainer, checkpoint: Path, job: str) -> None:
-    """Load a checkpoint into the trainer; one of another job, model, vocabulary or layout is a one-line
-    error naming it (nothing is written before this)."""
-    state = load_checkpoint(checkpoint, job, f"resuming {job}")
-    try:
-        trainer.load_state_dict(state)
-    except KeyError as err:
-        raise UserError(
-            checkpoint, f"lacks {err}, which a {job} checkpoint holds: written by another version of this program?"
-        ) from None
-    except (RuntimeError, ValueError, IndexError) as err:
-        detail = " ".join(str(err).split())  # torch's size mismatches come one per line
-        detail = detail if len(detail) < 400 else detail[:400] + " ..."
-        raise UserError(checkpoint, f"does not fit this run (another model, vocabulary or layout?): {detail}") from None

@@ -61,21 +61,28 @@ def sample_grid(generator: nn.Module, cfg: GanModelConfig, z: torch.Tensor) -> n
 
 
 class SampleWriter:
-    """Writes ``samples/step-NNNNNNNN.png`` from a fixed z every ``every_steps`` steps (main process)."""
+    """The gan job's evaluator: writes ``samples/step-NNNNNNNN.png`` of ``generator``'s images from a fixed
+    z every ``every_steps`` steps and at the end (main process; ``folder`` None elsewhere)."""
 
     def __init__(
-        self, cfg: SamplesConfig, model_cfg: GanModelConfig, folder: Path | None, device: torch.device
+        self,
+        cfg: SamplesConfig,
+        model_cfg: GanModelConfig,
+        folder: Path | None,
+        device: torch.device,
+        generator: nn.Module,
     ) -> None:
-        self.cfg, self.model_cfg, self.folder = cfg, model_cfg, folder
+        self.cfg, self.model_cfg, self.folder, self.generator = cfg, model_cfg, folder, generator
         self.z = sample_noise(model_cfg, cfg.num_samples, torch.Generator().manual_seed(cfg.seed), device)
 
-    def maybe_write(self, step: int, generator: nn.Module) -> dict:
+    def maybe_run(self, step: int) -> dict:
         if self.cfg.every_steps and step % self.cfg.every_steps == 0:
-            return self.write(step, generator)
+            return self.final(step)
         return {}
 
-    def write(self, step: int, generator: nn.Module) -> dict:
+    def final(self, step: int) -> dict:
         if self.folder is None:
             return {}
-        path = save_png(sample_grid(generator, self.model_cfg, self.z), self.folder / f"step-{step:08d}.png")
+        grid = sample_grid(self.generator, self.model_cfg, self.z)
+        path = save_png(grid, self.folder / f"step-{step:08d}.png")
         return {"samples": str(path)}

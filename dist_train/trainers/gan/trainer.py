@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_shards import ImageBatch, ReaderConfig, ShardReader
-from dist_train.checkpoint import Checkpointer
+from data_shards.errors import UserError
+from dist_train.checkpoint.schema import plain_config
 from dist_train.distributed import Topology
-from dist_train.metrics import MetricsConfig, Sinks
+from dist_train.metrics import MetricsConfig
 from dist_train.models.gan import GanModelConfig, build_gan, sample_noise
 from dist_train.optim import DecaySchedule, GanOptimConfig, build_gan_optimizer
 from dist_train.parallel.data_parallel import unwrap
@@ -36,7 +37,7 @@ from dist_train.parallel.replica import ParallelConfig, build_engine
 from dist_train.precision import MixedPrecision
 from dist_train.trainers.gan.data import image_shape, mean_image, to_pixels
 from dist_train.trainers.gan.samples import SamplesConfig, SampleWriter
-from dist_train.trainers.loop import TrainConfig, Trainer
+from dist_train.trainers.loop import TrainConfig, Trainer, replica_reader
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,10 +64,6 @@ class GanConfig:
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-
-    def __post_init__(self) -> None:
-        if self.parallel.placement != "none":
-            raise ValueError("the gan job runs each replica on one device: parallel.placement=none")
 
 
 @contextlib.contextmanager
@@ -127,20 +124,38 @@ class GanStep:
         }
 
 
+class NoiseSource:
+    """The generator z is drawn from, on the device G runs on, each replica its own (seeded by rank).
+    Its state from another kind of device (a CPU run resumed on a GPU) does not fit: it then starts
+    afresh from its seed and the step the run resumes at (``step()``)."""
+
+    def __init__(self, device: torch.device, seed: int, step) -> None:
+        self.device, self.seed, self.step = device, seed, step
+        self.generator = torch.Generator(device).manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state(), "device": self.device.type}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["device"] == self.device.type:
+            self.generator.set_state(state["state"])
+        else:
+            self.generator.manual_seed(self.seed + 7919 * self.step())
+
+
 class GanTrainer(Trainer):
+    job = "gan"
     unit = "images"
+    shown = {"images_per_s": "{:,.0f}", "d_loss": "{:.3f}", "g_loss": "{:.3f}", "d_real": "{:.2f}", "d_fake": "{:.2f}"}
 
     def __init__(
         self,
         cfg: GanConfig,
         topology: Topology,
         reader: ShardReader,
-        checkpointer: Checkpointer,
-        sinks: Sinks,
-        extra_state: dict,
-        sample_dir: Path | None = None,
+        run_dir: Path,
     ) -> None:
-        super().__init__(cfg.train, topology, reader, checkpointer, sinks, extra_state)
+        super().__init__(cfg.train, topology, reader, run_dir)
         self.cfg, self.device = cfg, topology.device
         self.image_shape = image_shape(reader.shards.manifest, reader.shards.folder)
         generator, discriminator = build_gan(cfg.model, self.image_shape)
@@ -154,8 +169,11 @@ class GanTrainer(Trainer):
         self.d_engine = self._engine(RealAndFake(discriminator), self.d_optimizer)
         self.generator, self.discriminator = self.g_engine.module, self.d_engine.module
         self.schedule = DecaySchedule(cfg.optim, steps_per_epoch=len(reader))
-        self.samples = SampleWriter(cfg.samples, cfg.model, sample_dir if topology.is_main else None, self.device)
-        self.noise = torch.Generator(self.device).manual_seed(self.noise_seed)  # z drawn where G runs
+        self.evaluator = SampleWriter(
+            cfg.samples, cfg.model, run_dir / "samples" if topology.is_main else None, self.device, self.sampler
+        )
+        # each replica draws its own z, where G runs
+        self.noise = NoiseSource(self.device, cfg.train.seed + 1000 * topology.replica_rank, lambda: self.step)
 
     def _engine(self, module: nn.Module, optimizer):
         return build_engine(
@@ -191,7 +209,7 @@ class GanTrainer(Trainer):
         return GanStep(len(real), d_loss, d_real, d_fake, g_loss, lr, applied)
 
     def sample_z(self, num: int) -> torch.Tensor:
-        return sample_noise(self.cfg.model, num, self.noise, self.device)
+        return sample_noise(self.cfg.model, num, self.noise.generator, self.device)
 
     def update_discriminator(
         self, real: torch.Tensor, fake: torch.Tensor
@@ -246,48 +264,34 @@ class GanTrainer(Trainer):
             "images_per_s": round(totals["images"] / seconds, 1),
         }
 
-    def periodic_figures(self) -> dict:
-        return self.samples.maybe_write(self.step, self.sampler)
-
-    def final_figures(self) -> dict:
-        return self.samples.write(self.step, self.sampler)
-
     # --- state ------------------------------------------------------------------------------
 
-    def job_state(self) -> dict:
-        state = {
-            "generator": unwrap(self.generator).state_dict(),
-            "discriminator": unwrap(self.discriminator).state_dict(),
-            "precision": self.precision.state_dict(),
-        }
-        if self.ema is not None:
-            state["generator_ema"] = self.ema.state_dict()
-        return state
+    def about(self) -> str:
+        shape = "×".join(map(str, self.image_shape))
+        return f"{self.cfg.model.arch} on {shape} images, {self.cfg.update.mode} updates"
 
-    def load_job_state(self, state: dict) -> None:
-        unwrap(self.generator).load_state_dict(state["generator"])
-        unwrap(self.discriminator).load_state_dict(state["discriminator"])
-        self.precision.load_state_dict(state["precision"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["generator_ema"])
+    def inference_state(self) -> dict:
+        data = str(self.reader.shards.folder)
+        return {"config": plain_config(self.cfg), "data": data, "image_shape": list(self.image_shape)}
 
-    @property
-    def noise_seed(self) -> int:
-        return self.cfg.train.seed + 1000 * self.topology.replica_rank  # each replica draws its own z
+    def modules(self) -> dict:
+        modules = {"generator": unwrap(self.generator), "discriminator": unwrap(self.discriminator)}
+        return modules | ({"generator_ema": self.ema} if self.ema is not None else {})
 
-    def replica_state(self) -> dict:
-        return {"noise": self.noise.get_state(), "noise_device": self.device.type}
+    def resumables(self) -> dict:
+        return {"precision": self.precision}
 
-    def load_replica_state(self, state: dict) -> None:
-        """The noise generator where it stopped; a state saved by another kind of device (a CPU run resumed
-        on a GPU) does not fit this generator, which then starts afresh from the seed and the step."""
-        if state.get("noise_device", "cpu") == self.device.type:
-            self.noise.set_state(state["noise"])
-        else:
-            self.noise.manual_seed(self.noise_seed + 7919 * self.step)
-
-    def trained_modules(self) -> list:
-        return [unwrap(self.generator), unwrap(self.discriminator)]
+    def replica_resumables(self) -> dict:
+        return {**super().replica_resumables(), "noise": self.noise}
 
     def engines(self) -> dict:
         return {"generator": self.g_engine, "discriminator": self.d_engine}
+
+
+def build_trainer(cfg: GanConfig, topology: Topology, run_dir: Path, data: Path, dev: Path | None = None) -> GanTrainer:
+    """This replica's gan trainer on its share of the image shards in ``data`` (the job has no dev set)."""
+    if dev is not None:
+        raise UserError(dev, "the gan job takes no dev set")
+    reader = replica_reader(data, cfg.data, topology)
+    reader.shards.expect("images", "the gan job's --data")
+    return GanTrainer(cfg, topology, reader, run_dir)

@@ -24,7 +24,8 @@ class EvalConfig:
 
 
 class DevEvaluator:
-    """``maybe_run(step)`` returns dev figures when due (a collective: every replica calls it)."""
+    """``maybe_run(step)`` returns dev figures when due, ``final(step)`` at the end (collectives: every
+    replica calls them)."""
 
     def __init__(
         self,
@@ -33,17 +34,19 @@ class DevEvaluator:
         topology: Topology,
         precision: MixedPrecision,
         vocab_sizes: tuple[int, int],
+        model: Seq2Seq,
     ) -> None:
         self.cfg, self.reader, self.topology, self.precision = cfg, reader, topology, precision
-        self.vocab_sizes = vocab_sizes
+        self.vocab_sizes, self.model = vocab_sizes, model
 
-    def maybe_run(self, step: int, model: Seq2Seq) -> dict | None:
+    def maybe_run(self, step: int) -> dict:
         if self.cfg.every_steps and step % self.cfg.every_steps == 0:
-            return self.run(model)
-        return None
+            return self.final(step)
+        return {}
 
     @torch.no_grad()
-    def run(self, model: Seq2Seq) -> dict:
+    def final(self, step: int) -> dict:
+        model = self.model
         was_training = model.training
         model.eval()
         nll, tokens = torch.zeros((), dtype=torch.float64, device=self.topology.device), 0

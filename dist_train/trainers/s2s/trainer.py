@@ -7,24 +7,28 @@ gradient clipped at norm 5, plain SGD at the schedule's learning rate.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from data_shards import ReaderConfig, ShardReader, TextBatch
+from data_shards.reader import ShardSet
 from data_shards.vocab import SPECIALS
-from dist_train.checkpoint import Checkpointer
+from dist_train.checkpoint import SavedVocab
+from dist_train.checkpoint.schema import plain_config, vocab_state
 from dist_train.distributed import Topology
-from dist_train.metrics import MetricsConfig, Sinks
+from dist_train.metrics import MetricsConfig
 from dist_train.models.copying import source_to_target
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from dist_train.optim import LearningRateSchedule, OptimConfig, build_optimizer
 from dist_train.parallel.data_parallel import unwrap
-from dist_train.parallel.replica import ParallelConfig, build_engine, build_replica
+from dist_train.parallel.replica import LayoutConfig, build_engine, build_replica
 from dist_train.precision import MixedPrecision
-from dist_train.trainers.loop import TrainConfig, Trainer
-from dist_train.trainers.meters import Deadline, agree, mean_over_replicas
+from dist_train.trainers.loop import TrainConfig, Trainer, replica_reader
+from dist_train.trainers.meters import agree, mean_over_replicas
 from dist_train.trainers.s2s.batch import model_inputs
 from dist_train.trainers.s2s.dev_eval import DevEvaluator, EvalConfig
 
@@ -53,7 +57,7 @@ class S2SConfig:
     data: ReaderConfig = field(default_factory=ReaderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    parallel: LayoutConfig = field(default_factory=LayoutConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
@@ -92,22 +96,33 @@ class StepResult:
         }
 
 
+def saved_vocab(shards: ShardSet, sizes: tuple[int, int]) -> SavedVocab:
+    """What decoding needs, stored in every checkpoint so that one file is enough to translate."""
+    tokens = {side: shards.vocab(side, size).tokens for side, size in zip(("src", "tgt"), sizes)}
+    manifest, data = shards.manifest, shards.folder
+    spm = {}
+    for side, name in manifest["tokenizer"].get("models", {}).items():
+        spm[side] = torch.frombuffer(bytearray((data / name).read_bytes()), dtype=torch.uint8)
+    return SavedVocab(tokens=tokens, tokenizer=manifest["tokenizer"], spm_models=spm)
+
+
 class S2STrainer(Trainer):
+    job = "s2s"
     unit = "words"  # source + target words incl. </s>: the paper's count
+    shown = {"words_per_s": "{:,.0f}", "loss": "{:.3f}", "lr": "{:.3g}", "dev_ppl": "{:.1f}"}
 
     def __init__(
         self,
         cfg: S2SConfig,
         topology: Topology,
         reader: ShardReader,
-        checkpointer: Checkpointer,
-        sinks: Sinks,
-        extra_state: dict,
+        run_dir: Path,
         dev_reader: ShardReader | None = None,
     ) -> None:
-        super().__init__(cfg.train, topology, reader, checkpointer, sinks, extra_state)
+        super().__init__(cfg.train, topology, reader, run_dir)
         self.cfg = cfg
         self.src_vocab_size, self.tgt_vocab_size = vocab_sizes(cfg.vocab, reader.shards.manifest)
+        self.vocab = saved_vocab(reader.shards, (self.src_vocab_size, self.tgt_vocab_size))
         replica = build_replica(self.build_model(), cfg.parallel, topology)
         self.optimizer = build_optimizer(cfg.optim, replica.parameters())
         self.schedule = LearningRateSchedule(cfg.optim, steps_per_epoch=len(reader), total_steps=self.total_steps)
@@ -122,8 +137,9 @@ class S2STrainer(Trainer):
             max_grad_norm=cfg.optim.max_grad_norm,
         )
         self.model = self.engine.module
-        sizes = (self.src_vocab_size, self.tgt_vocab_size)
-        self.evaluator = dev_reader and DevEvaluator(cfg.eval, dev_reader, topology, self.precision, sizes)
+        if dev_reader is not None:
+            sizes = (self.src_vocab_size, self.tgt_vocab_size)
+            self.evaluator = DevEvaluator(cfg.eval, dev_reader, topology, self.precision, sizes, unwrap(self.model))
 
     def build_model(self) -> Seq2Seq:
         cfg, sizes = self.cfg, (self.src_vocab_size, self.tgt_vocab_size)
@@ -157,10 +173,10 @@ class S2STrainer(Trainer):
             applied=self.engine.applied,
         )
 
-    def before_log(self, deadline: Deadline) -> None:
+    def before_log(self) -> None:
         """With a time budget, the learning rate's decay starts when its share of the budget is left
         and ends with the budget: the run stops at a low learning rate, wherever that falls."""
-        fraction = self.cfg.optim.decay_fraction
+        fraction, deadline = self.cfg.optim.decay_fraction, self.deadline
         if not (fraction and deadline.max_seconds) or self.schedule.decaying(self.step):
             return
         if agree([deadline.fraction_spent() >= 1.0 - fraction], self.topology)[0]:
@@ -179,28 +195,36 @@ class S2STrainer(Trainer):
             "planned_steps": self.schedule.horizon,
         }
 
-    def periodic_figures(self) -> dict:
-        return self.evaluator.maybe_run(self.step, unwrap(self.model)) if self.evaluator else {}
-
-    def final_figures(self) -> dict:
-        return self.evaluator.run(unwrap(self.model)) if self.evaluator else {}
-
     # --- state ------------------------------------------------------------------------------
 
-    def job_state(self) -> dict:
+    def about(self) -> str:
+        return f"vocab {self.src_vocab_size}/{self.tgt_vocab_size}"
+
+    def inference_state(self) -> dict:
         return {
-            "model": unwrap(self.model).state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "precision": self.precision.state_dict(),
+            "config": plain_config(self.cfg),
+            "data": str(self.reader.shards.folder),
+            "vocab": vocab_state(self.vocab),
         }
 
-    def load_job_state(self, state: dict) -> None:
-        unwrap(self.model).load_state_dict(state["model"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.precision.load_state_dict(state["precision"])
+    def modules(self) -> dict:
+        return {"model": unwrap(self.model)}
 
-    def trained_modules(self) -> list:
-        return [unwrap(self.model)]
+    def resumables(self) -> dict:
+        return {"schedule": self.schedule, "precision": self.precision}
 
     def engines(self) -> dict:
         return {"model": self.engine}
+
+
+def build_trainer(cfg: S2SConfig, topology: Topology, run_dir: Path, data: Path, dev: Path | None = None) -> S2STrainer:
+    """This replica's s2s trainer on its share of the sentence-pair shards in ``data``, with dev perplexity
+    on ``dev`` (sharded with the training vocabularies); every input checked before anything is built."""
+    reader = replica_reader(data, cfg.data, topology)
+    reader.shards.expect("text-pairs", "the s2s job's --data")
+    dev_reader = None
+    if dev is not None:
+        dev_reader = replica_reader(dev, dataclasses.replace(cfg.data, shuffle=False, num_workers=0), topology)
+        dev_reader.shards.expect("text-pairs", "the s2s job's --dev")
+        dev_reader.shards.expect_same_vocabulary(reader.shards, "the dev perplexity")
+    return S2STrainer(cfg, topology, reader, run_dir, dev_reader)

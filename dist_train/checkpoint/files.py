@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, newest-complete discovery, ``weights_only`` loads (DESIGN.md §6).
+"""Checkpoint files: atomic writes, newest-complete discovery, ``weights_only`` reads (DESIGN.md §6).
 
 A checkpoint is written under a temporary name and renamed into place, so a crash mid-write
 leaves the previous one intact and never a half file under a checkpoint's name. A failed write
@@ -12,7 +12,6 @@ import os
 import pickle
 import re
 import shutil
-import time
 import zipfile
 from pathlib import Path
 
@@ -24,19 +23,11 @@ _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 _INCOMPLETE = re.compile(r"^\.step-(\d{8,})\.pt\.tmp-\d+$")
 
 
-class Checkpointer:
-    """Saves every ``every_steps`` steps and/or ``every_minutes`` minutes; keeps the newest ``keep``."""
+class CheckpointFolder:
+    """A run's checkpoint files: ``step-NNNNNNNN.pt``, written atomically, the newest ``keep`` kept."""
 
-    def __init__(self, folder: Path, *, every_steps: int = 0, every_minutes: float = 0.0, keep: int = 3) -> None:
-        self.folder = Path(folder)
-        self.every_steps, self.every_minutes, self.keep = every_steps, every_minutes, keep
-        self._last_save = time.monotonic()
-
-    def due(self, step: int) -> bool:
-        """This process's view; the trainer agrees on it across replicas before saving."""
-        by_steps = self.every_steps > 0 and step % self.every_steps == 0
-        by_time = self.every_minutes > 0 and time.monotonic() - self._last_save >= 60 * self.every_minutes
-        return by_steps or by_time
+    def __init__(self, folder: Path, *, keep: int = 3) -> None:
+        self.folder, self.keep = Path(folder), keep
 
     def path_for(self, step: int) -> Path:
         return self.folder / f"step-{step:08d}.pt"
@@ -51,7 +42,6 @@ class Checkpointer:
                 f"could not be written ({err.strerror or err}); the newest complete checkpoint, "
                 f"{self.latest() or 'none yet'}, is intact and is the one --resume auto takes",
             ) from None
-        self._last_save = time.monotonic()
         for old in self.complete()[: -self.keep] if self.keep > 0 else []:
             old.unlink(missing_ok=True)
         return final
@@ -74,10 +64,6 @@ class Checkpointer:
                 self.folder,
                 f"its disk has {free / 1e9:.2f} GB free and one checkpoint takes about {checkpoint_bytes / 1e9:.2f} GB",
             )
-
-    def mark_saved(self) -> None:
-        """Replicas that did not write still restart their clock."""
-        self._last_save = time.monotonic()
 
     def complete(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
@@ -141,13 +127,9 @@ class _Writer:
         self.file.flush()
 
 
-KINDS = {"s2s": "a translation model (s2s)", "gan": "a GAN (gan)", "classifier": "an MNIST classifier"}
-
-
-def load_checkpoint(path: Path, kind: str | None = None, purpose: str = "") -> dict:
-    """Tensors and plain values only: ``weights_only=True`` refuses anything that could run code. With
-    ``kind`` (s2s|gan|classifier), a checkpoint of another kind is a one-line error saying what it is
-    and that ``purpose`` needs the other."""
+def read_file(path: Path) -> dict:
+    """A checkpoint file's dict, tensors and plain values only: ``weights_only=True`` refuses anything
+    that could run code. What the dict holds is read by ``dist_train.checkpoint.schema``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -160,21 +142,7 @@ def load_checkpoint(path: Path, kind: str | None = None, purpose: str = "") -> d
         raise UserError(path, f"is not a checkpoint, or is truncated ({_first_line(err)})") from None
     if not isinstance(state, dict):
         raise UserError(path, f"is not a checkpoint of this project (it holds a {type(state).__name__})")
-    if kind is not None and (found := checkpoint_kind(state)) != kind:
-        what = KINDS.get(found, "not one of this project's checkpoints")
-        raise UserError(path, f"is {what}; {purpose or 'this'} needs {KINDS[kind]}")
     return state
-
-
-def checkpoint_kind(state: dict) -> str:
-    """s2s, gan, classifier, or unknown: which job wrote a loaded checkpoint."""
-    if "generator" in state:
-        return "gan"
-    if "model" in state and "vocab" in state:
-        return "s2s"
-    if "test_accuracy" in state:
-        return "classifier"
-    return "unknown"
 
 
 def _first_line(err: BaseException) -> str:
@@ -187,19 +155,19 @@ def newest_in(path: Path) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        latest = Checkpointer(path / "checkpoints").latest() or Checkpointer(path).latest()
+        latest = CheckpointFolder(path / "checkpoints").latest() or CheckpointFolder(path).latest()
         if latest is not None:
             return latest
         raise UserError(path, "holds no complete checkpoint")
     raise UserError(path, "no such checkpoint")
 
 
-def resolve_resume(resume: str, checkpointer: Checkpointer) -> Path | None:
+def resolve_resume(resume: str, folder: CheckpointFolder) -> Path | None:
     """``auto`` → the newest complete checkpoint (or none); ``never`` → none; else that path."""
     if resume == "never":
         return None
     if resume == "auto":
-        return checkpointer.latest()
+        return folder.latest()
     path = Path(resume)
     if not path.is_file():
         raise UserError(path, "no such checkpoint (--resume takes auto, never or a checkpoint file)")

@@ -10,12 +10,9 @@ Three streaming passes keep memory bounded on any corpus size (only the vocabula
 from __future__ import annotations
 
 import json
-import multiprocessing
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +22,8 @@ from data_shards.errors import UserError
 from data_shards.manifest import StagedOutput, file_entry, load_manifest, sha256_file, write_manifest
 from data_shards.tario import ShardWriter
 from data_shards.textio import ParallelInput, language_of, normalize, parallel_inputs
+from data_shards.tokenize_pairs import FilterCounts, Side, tokenize_all
 from data_shards.tokenizers import (
-    PieceTokenizer,
-    WordTokenizer,
     moses_version,
     sentencepiece_version,
     train_sentencepiece,
@@ -35,7 +31,6 @@ from data_shards.tokenizers import (
 from data_shards.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, Vocab
 
 VOCAB_KINDS = ("word", "sentencepiece")
-CHUNK_PAIRS = 2000
 SPILL = "tokenized.tmp.tsv"
 LENGTHS = "lengths.npy"
 # One tar member per pair: a member costs 512+ bytes of header and padding, so one JSON member
@@ -81,68 +76,6 @@ class ShardTextConfig:
             raise ValueError("--max-len-ratio must be at least 1 (it bounds longer/shorter)")
 
 
-@dataclass(kw_only=True)
-class FilterCounts:
-    input_pairs: int = 0
-    empty: int = 0
-    too_long: int = 0
-    bad_ratio: int = 0
-    kept: int = 0
-
-    def add(self, other: dict) -> None:
-        for name, value in other.items():
-            setattr(self, name, getattr(self, name) + value)
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Side:
-    lang: str
-    kind: str
-    model: Path | None = None
-
-    def tokenizer(self):
-        return PieceTokenizer(self.model) if self.kind == "sentencepiece" else WordTokenizer(self.lang)
-
-
-_worker_state: dict = {}
-
-
-def _init_worker(src: _Side, tgt: _Side, max_len: int, max_len_ratio: float) -> None:
-    _worker_state.update(src=src.tokenizer(), tgt=tgt.tokenizer(), max_len=max_len, ratio=max_len_ratio)
-
-
-def _tokenize_chunk(pairs: list[tuple[str, str]]) -> tuple[list[str], dict, Counter, Counter]:
-    """Normalize, tokenize and filter a chunk; returns spill lines, filter counts, word counts."""
-    tok_src, tok_tgt = _worker_state["src"], _worker_state["tgt"]
-    max_len, ratio = _worker_state["max_len"], _worker_state["ratio"]
-    lines, counts, src_words, tgt_words = [], Counter(), Counter(), Counter()
-    for raw_src, raw_tgt in pairs:
-        src, tgt = normalize(raw_src), normalize(raw_tgt)
-        if not src or not tgt:
-            counts["empty"] += 1
-            continue
-        src_tokens, tgt_tokens = tok_src(src), tok_tgt(tgt)
-        n_src, n_tgt = len(src_tokens), len(tgt_tokens)
-        if not n_src or not n_tgt:
-            counts["empty"] += 1
-        elif max(n_src, n_tgt) > max_len:
-            counts["too_long"] += 1
-        elif max(n_src, n_tgt) > ratio * min(n_src, n_tgt):
-            counts["bad_ratio"] += 1
-        else:
-            counts["kept"] += 1
-            src_words.update(src_tokens)
-            tgt_words.update(tgt_tokens)
-            lines.append(f"{' '.join(src_tokens)}\t{' '.join(tgt_tokens)}\t{src}\t{tgt}\n")
-    return lines, counts, src_words, tgt_words
-
-
-def _chunks(inputs: list[ParallelInput]) -> Iterator[list[tuple[str, str]]]:
-    for pairs in (inp.pairs() for inp in inputs):
-        while chunk := list(islice(pairs, CHUNK_PAIRS)):
-            yield chunk
-
-
 def _side_language(explicit: str, paths: list[Path], side: str) -> str:
     if explicit:
         return explicit
@@ -158,32 +91,6 @@ def _train_pieces(inputs: list[ParallelInput], side: str, size: int, staging: Pa
     vocab = train_sentencepiece(sentences, size, model, seed=seed)
     vocab.save(staging / f"vocab.{side}.txt")
     return model, vocab
-
-
-def _tokenize_all(cfg: ShardTextConfig, inputs, src: _Side, tgt: _Side, total: int, spill: Path):
-    counts, src_words, tgt_words = FilterCounts(input_pairs=total), Counter(), Counter()
-    init_args = (src, tgt, cfg.max_len, cfg.max_len_ratio)
-    bar = tqdm(total=total, desc="tokenize", unit="pair", unit_scale=True, disable=not cfg.progress)
-    with open(spill, "w", encoding="utf-8") as out:
-        if cfg.workers == 1:
-            _init_worker(*init_args)
-            results = map(_tokenize_chunk, _chunks(inputs))
-            pool = None
-        else:
-            pool = multiprocessing.get_context("spawn").Pool(cfg.workers, _init_worker, init_args)
-            results = pool.imap(_tokenize_chunk, _chunks(inputs), chunksize=1)
-        try:
-            for lines, chunk_counts, chunk_src, chunk_tgt in results:
-                out.writelines(lines)
-                counts.add(chunk_counts)
-                src_words.update(chunk_src)
-                tgt_words.update(chunk_tgt)
-                bar.update(sum(chunk_counts.values()))
-        finally:
-            if pool is not None:
-                pool.terminate()
-            bar.close()
-    return counts, src_words, tgt_words
 
 
 def _write_shards(cfg: ShardTextConfig, spill: Path, staging: Path, vocabs: tuple[Vocab, Vocab], num_kept: int):
@@ -203,7 +110,7 @@ def _write_shards(cfg: ShardTextConfig, spill: Path, staging: Path, vocabs: tupl
     return writer.close()
 
 
-def _reuse_sides(folder: Path, staging: Path) -> tuple[_Side, _Side, tuple[Vocab, Vocab]]:
+def _reuse_sides(folder: Path, staging: Path) -> tuple[Side, Side, tuple[Vocab, Vocab]]:
     """Tokenizers and vocabularies of an existing shard set (for dev and test sets)."""
     manifest = load_manifest(folder)
     if manifest.get("kind") != "text-pairs":
@@ -217,7 +124,7 @@ def _reuse_sides(folder: Path, staging: Path) -> tuple[_Side, _Side, tuple[Vocab
         if tokenizer["kind"] == "sentencepiece":
             model = staging / tokenizer["models"][side]
             shutil.copyfile(folder / model.name, model)
-        sides.append(_Side(lang=tokenizer[f"{side}_lang"], kind=tokenizer["kind"], model=model))
+        sides.append(Side(lang=tokenizer[f"{side}_lang"], kind=tokenizer["kind"], model=model))
     return sides[0], sides[1], (vocabs[0], vocabs[1])
 
 
@@ -226,11 +133,11 @@ def _new_sides(cfg: ShardTextConfig, inputs: list[ParallelInput], staging: Path)
     src_lang = _side_language(cfg.src_lang, [i.src.path for i in inputs], "src")
     tgt_lang = _side_language(cfg.tgt_lang, [i.tgt.path for i in inputs], "tgt")
     if cfg.vocab == "word":
-        return _Side(lang=src_lang, kind="word"), _Side(lang=tgt_lang, kind="word"), None
+        return Side(lang=src_lang, kind="word"), Side(lang=tgt_lang, kind="word"), None
     src_model, src_vocab = _train_pieces(inputs, "src", cfg.src_vocab_size, staging, cfg.seed)
     tgt_model, tgt_vocab = _train_pieces(inputs, "tgt", cfg.tgt_vocab_size, staging, cfg.seed)
-    src = _Side(lang=src_lang, kind="sentencepiece", model=src_model)
-    tgt = _Side(lang=tgt_lang, kind="sentencepiece", model=tgt_model)
+    src = Side(lang=src_lang, kind="sentencepiece", model=src_model)
+    tgt = Side(lang=tgt_lang, kind="sentencepiece", model=tgt_model)
     return src, tgt, (src_vocab, tgt_vocab)
 
 
@@ -245,7 +152,10 @@ def shard_text(cfg: ShardTextConfig) -> dict:
         else:
             src, tgt, vocabs = _new_sides(cfg, inputs, staging)
         spill = staging / SPILL
-        counts, src_words, tgt_words = _tokenize_all(cfg, inputs, src, tgt, sum(sizes), spill)
+        limits = (cfg.max_len, cfg.max_len_ratio)
+        counts, src_words, tgt_words = tokenize_all(
+            inputs, src, tgt, spill, total=sum(sizes), limits=limits, workers=cfg.workers, progress=cfg.progress
+        )
         if counts.kept == 0:
             raise UserError(cfg.src[0], f"no sentence pair is left after filtering ({_describe(counts)})")
         if vocabs is None:

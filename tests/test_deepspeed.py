@@ -12,8 +12,9 @@ import pytest
 from conftest import ONE_NODE, finished, free_port, losses, tiny_cli, torchrun, train_log
 
 from data_shards.errors import UserError
+from dist_train import PROJECT_ROOT
 from dist_train.checkpoint import read_checkpoint
-from dist_train.parallel.deepspeed_engine import REPO_ROOT, load_config
+from dist_train.parallel.deepspeed_engine import load_config
 
 JOB = {"batch_size": 32, "num_replicas": 4, "max_grad_norm": 5.0}
 ADAM = ("optim.name=adam", "optim.lr=0.003", "threads=1")  # Adam: an optimizer state to partition
@@ -29,7 +30,7 @@ def records(run_dir) -> list[float]:
 
 
 def test_the_shipped_configs_get_the_jobs_values_where_they_say_auto():
-    for path in sorted((REPO_ROOT / "cluster" / "deepspeed").glob("*.json")):
+    for path in sorted((PROJECT_ROOT / "cluster" / "deepspeed").glob("*.json")):
         precision = "fp16" if "fp16" in path.name else "bf16" if "bf16" in path.name else "fp32"
         config = load_config(str(path), precision=precision, **JOB)
         assert config["train_micro_batch_size_per_gpu"] == 32 and config["train_batch_size"] == 128
@@ -125,7 +126,7 @@ def test_a_job_starts_under_deepspeeds_own_launcher(newstest_small_shards, tmp_p
                "s2s", "--preset", "tiny", "--data", str(newstest_small_shards), "--run-dir", str(tmp_path / "run"),
                "max_steps=4", "threads=1", "metrics.port=0", "parallel.engine=deepspeed",
                "parallel.device=cpu"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     ours = [line for line in result.stdout.splitlines() if line.startswith("{")]  # the launcher logs to stdout too
     assert json.loads(ours[-1])["steps"] == 4 and json.loads(ours[-1])["replicas_in_sync"] is True

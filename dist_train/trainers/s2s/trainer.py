@@ -1,8 +1,10 @@
-"""The s2s job: the paper's recipe (§3.3–3.4) on length-bucketed batches, data-parallel across replicas.
+"""The s2s job's trainer: the paper's recipe (§3.3–3.4) on length-bucketed batches, data-parallel
+across replicas, and ``build_trainer``, the one path from a resolved config to it.
 
-``train()`` advances the step and calls its collaborators; ``train_step()`` is one SGD update:
-forward under the chosen precision, summed token loss divided by the batch's sentence count,
-gradient clipped at norm 5, plain SGD at the schedule's learning rate.
+The loop is the shared one (``dist_train.trainers.loop.Trainer.train``); ``train_step()`` here is one
+update: forward under the chosen precision, summed token loss divided by the batch's sentence count,
+gradient clipped at ``optim.max_grad_norm`` (the paper: 5), then the optimizer (``optim.name``: the
+paper's plain SGD by default, Adam in the demo presets) at the schedule's learning rate.
 """
 
 from __future__ import annotations

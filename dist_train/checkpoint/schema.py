@@ -113,7 +113,7 @@ class RunCheckpoint:
                 "progress": dataclasses.asdict(self.training.progress),
                 "job": self.training.job,
                 "optimizers": self.training.optimizers,
-                "replicas": [dataclasses.asdict(r) for r in self.training.replicas],
+                "replicas": [dict(vars(r)) for r in self.training.replicas],  # not asdict: it copies every tensor
             }
         return state
 
@@ -132,7 +132,7 @@ class RunCheckpoint:
 
 def vocab_state(vocab: SavedVocab) -> dict:
     """A ``SavedVocab`` as the plain dict ``inference["vocab"]`` holds."""
-    return dataclasses.asdict(vocab) | {"spm_models": dict(vocab.spm_models)}
+    return dict(vars(vocab))
 
 
 def read_checkpoint(path: Path, job: str | None = None, purpose: str = "") -> RunCheckpoint:

@@ -9,9 +9,7 @@ from pathlib import Path
 import torch
 
 from data_shards import ShardReader
-from dist_train.checkpoint import CheckpointFolder
 from dist_train.distributed import Topology, replica_devices
-from dist_train.metrics import Sinks
 from dist_train.timing import Stopwatch
 from dist_train.trainers.gan.trainer import GanConfig, GanTrainer
 
@@ -19,7 +17,7 @@ from dist_train.trainers.gan.trainer import GanConfig, GanTrainer
 def bench_gan(cfg: GanConfig, data: Path, work_dir: Path, *, steps: int, warmup: int) -> dict:
     topology = Topology(devices=replica_devices(0, 1, cfg.parallel.device))
     reader = ShardReader(data, cfg.data)
-    trainer = GanTrainer(cfg, topology, reader, CheckpointFolder(work_dir / "checkpoints"), Sinks([]))
+    trainer = GanTrainer(cfg, topology, reader, work_dir)
     batches = itertools.chain.from_iterable(itertools.repeat(reader))  # epoch after epoch
     times, stopwatch = [], Stopwatch(topology.devices)  # on a GPU: the step's kernels, not their launch
     for i in range(warmup + steps):

@@ -10,10 +10,8 @@ from pathlib import Path
 import torch
 
 from data_shards import ShardReader
-from dist_train.checkpoint import CheckpointFolder
 from dist_train.distributed import Topology, device_kind, replica_devices
 from dist_train.flops import s2s_matmul_peak, s2s_step_flops
-from dist_train.metrics import Sinks
 from dist_train.models.seq2seq import Seq2Seq
 from dist_train.parallel.pipeline import BusyClock, Wavefront, bubble_fraction
 from dist_train.parallel.placement import place, plan_layout
@@ -71,7 +69,7 @@ def categorised(events, field: str, steps: int) -> dict[str, float]:
 def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup: int, profile: bool = False) -> dict:
     topology = Topology(devices=replica_devices(0, cfg.parallel.devices_per_replica, cfg.parallel.device))
     reader = ShardReader(data, cfg.data)
-    trainer = S2STrainer(cfg, topology, reader, CheckpointFolder(work_dir / "checkpoints"), Sinks([]))
+    trainer = S2STrainer(cfg, topology, reader, work_dir)
     batches = iter(reader)
     times, words, flops = [], 0, 0.0
     wavefront = find_wavefront(trainer.model)

@@ -17,6 +17,7 @@ from dist_train.trainers.s2s.bench import pipeline_devices, profiler_activities
 from launcher.paths import PROJECT_ROOT
 
 
+@pytest.mark.slow
 def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
     result = run_cli(
         "bench",
@@ -84,6 +85,7 @@ def test_bench_pipeline_compares_the_layout_with_the_plain_model(newstest_small_
     assert figures["overhead"] == pytest.approx(figures["pipelined_step_s"] / figures["plain_step_s"] - 1, abs=2e-3)
 
 
+@pytest.mark.slow
 def test_plain_pytorch_reference_loop_prints_its_throughput(newstest_small_shards):
     script = PROJECT_ROOT / "benchmarks" / "plain_s2s.py"
     args = ["--preset", "tiny", "--data", str(newstest_small_shards), "--steps", "2", "--warmup", "1"]

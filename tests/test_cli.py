@@ -32,6 +32,7 @@ def one_error_line(result, *fragments):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_help_lists_the_jobs():
     result = run_cli("--help")
     assert result.returncode == 0
@@ -40,6 +41,7 @@ def test_help_lists_the_jobs():
     assert "--max-len-ratio" in run_cli("shard-text", "--help").stdout
 
 
+@pytest.mark.slow
 def test_shard_text_cli_ends_with_a_json_summary(tmp_path):
     result = run_cli(
         "shard-text", "--src", EN, "--tgt", FR, "--out", tmp_path / "s", "--shard-size", "1000", "--no-progress"
@@ -58,6 +60,7 @@ def test_misaligned_files_name_both_counts(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
     lines = EN.read_bytes().splitlines(keepends=True)
     lines[41] = lines[41].replace(b"e", b"\xe9", 1)
@@ -66,6 +69,7 @@ def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
     one_error_line(run_cli("shard-text", "--src", bad, "--tgt", FR, "--out", tmp_path / "o"), bad, "line 42", "UTF-8")
 
 
+@pytest.mark.slow
 def test_missing_input(tmp_path):
     one_error_line(
         run_cli("shard-text", "--src", tmp_path / "nope.en", "--tgt", FR, "--out", tmp_path / "o"),
@@ -75,6 +79,7 @@ def test_missing_input(tmp_path):
     one_error_line(run_cli("shard-images", "--input", tmp_path / "nope.csv", "--out", tmp_path / "o"), "no such file")
 
 
+@pytest.mark.slow
 def test_corpus_empty_after_filtering(tmp_path):
     one_error_line(
         run_cli("shard-text", "--src", EN, "--tgt", FR, "--out", tmp_path / "o", "--max-len", "1"),
@@ -85,6 +90,7 @@ def test_corpus_empty_after_filtering(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_existing_shards_are_kept_unless_overwrite(tmp_path):
     out = tmp_path / "o"
     assert run_cli("shard-text", "--src", EN, "--tgt", FR, "--out", out, "--no-progress").returncode == 0
@@ -122,6 +128,7 @@ def test_bad_image_input(tmp_path):
     one_error_line(run_cli("shard-images", "--input", bad, "--out", tmp_path / "o"), bad, "7 pixels")
 
 
+@pytest.mark.slow
 def test_bench_data_prints_one_json_line(data_root):
     result = run_cli("bench", "data", "--seconds", "0.5")
     assert result.returncode == 0, result.stderr
@@ -133,6 +140,7 @@ def test_bench_data_prints_one_json_line(data_root):
     assert min(figures["read_tokens_per_s"].values()) > 0
 
 
+@pytest.mark.slow
 def test_gan_refuses_text_shards_and_says_where_mnist_comes_from(newstest_small_shards, tmp_path):
     wrong = run_cli("gan", "--preset", "tiny", "--data", newstest_small_shards, "--run-dir", tmp_path / "r")
     assert wrong.returncode == 2 and "shard-images" in wrong.stderr and "Traceback" not in wrong.stderr
@@ -161,12 +169,14 @@ def test_device_auto_is_the_first_gpu_when_one_is_visible(monkeypatch):
         inference_device("cuda")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU that is not there")
 @pytest.mark.parametrize("job", ["translate", "evaluate", "evaluate-gan"])
 def test_device_cuda_without_a_gpu_is_one_line(job, tmp_path):
     one_error_line(run_cli(job, "--checkpoint", tmp_path / "none.pt", "--device", "cuda"), "--device cuda", "no GPU")
 
 
+@pytest.mark.slow
 def test_device_that_is_not_one_is_a_usage_error(tmp_path):
     result = run_cli("translate", "--checkpoint", tmp_path / "none.pt", "--device", "gpu")
     assert result.returncode == 2 and "'gpu' is not auto, cpu, cuda or cuda:N" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from conftest import map_sources_for_copying, run_cli
 
@@ -77,6 +78,7 @@ def test_beam_steps_read_the_same_mixture_whole_or_sharded():
         torch.testing.assert_close(torch.cat([x for _, x in slices], dim=1), dense, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_a_copying_model_trains_and_translates(newstest_small_shards, tmp_path):
     run = tmp_path / "run"
     trained = run_cli(

@@ -117,6 +117,7 @@ def test_bleu_of_the_references_themselves_is_100():
     assert bleu(refs[1:] + refs[:1], refs, "fr")["bleu"] < 5
 
 
+@pytest.mark.slow
 def test_translate_writes_one_line_per_input_line(tiny_checkpoint, tmp_path):
     lines = ["The house is small.", "", "Parliament does not support the amendment.", "Hello"]
     source = tmp_path / "in.en"
@@ -126,6 +127,7 @@ def test_translate_writes_one_line_per_input_line(tiny_checkpoint, tmp_path):
     assert len(result.stdout.split("\n")) - 1 == len(lines) and result.stdout.split("\n")[1] == ""
 
 
+@pytest.mark.slow
 def test_evaluate_prints_bleu_and_perplexity_on_sgm(tiny_checkpoint):
     result = run_cli(
         "evaluate",
@@ -149,6 +151,7 @@ def test_evaluate_prints_bleu_and_perplexity_on_sgm(tiny_checkpoint):
     assert summary["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # --device auto
 
 
+@pytest.mark.slow
 def test_evaluate_defaults_to_newstest2014(tiny_checkpoint, tmp_path):
     result = run_cli(
         "evaluate", "--checkpoint", tiny_checkpoint.parent.parent, "--beam", "1", "--limit", "5", "--no-progress"

@@ -64,6 +64,7 @@ def test_a_missing_config_lists_the_shipped_ones():
         load_config("cluster/deepspeed/zero3.json", precision="fp32", **JOB)
 
 
+@pytest.mark.slow
 def test_zero_0_1_and_2_match_ddp_step_for_step(newstest_small_shards, tmp_path):
     """Losses and gradient norms (ZeRO 2 measures its own, over the partitioned gradients)."""
     engines = {"ddp": (), "zero0": zero(0), "zero1": zero(1), "zero2": zero(2)}
@@ -83,6 +84,7 @@ def test_zero_0_1_and_2_match_ddp_step_for_step(newstest_small_shards, tmp_path)
         assert records(tmp_path / name) == pytest.approx(ddp, rel=1e-5), name
 
 
+@pytest.mark.slow
 def test_zero2_stops_and_resumes_exactly_from_each_replicas_partition(newstest_small_shards, tmp_path):
     common = (*ADAM, *zero(2), "log_every=1")
     straight = torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "straight", overrides=common)
@@ -108,6 +110,7 @@ def finished_with_error(process) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_deepspeed_engine_stops_and_resumes_exactly(newstest_small_shards, tmp_path):
     common = ("log_every=1", "threads=1", "parallel.engine=deepspeed")
     for run, steps in (("straight", 8), ("stopped", 3), ("stopped", 8)):
@@ -118,6 +121,7 @@ def test_deepspeed_engine_stops_and_resumes_exactly(newstest_small_shards, tmp_p
     assert [resumed[s] for s in range(4, 9)] == [straight[s] for s in range(4, 9)]
 
 
+@pytest.mark.slow
 def test_a_job_starts_under_deepspeeds_own_launcher(newstest_small_shards, tmp_path):
     """``deepspeed --num_gpus N --module launcher.main JOB ...`` starts N processes with ``--local_rank=R``
     put before the job's name; they form one data-parallel job."""

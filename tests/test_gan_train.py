@@ -52,6 +52,7 @@ def test_stop_and_resume_gives_the_same_losses(mnist_5k_shards, tmp_path):
     assert [[r[k] for k in keys] for r in resumed[5:]] == [[r[k] for k in keys] for r in straight[5:]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
 def test_two_replicas_keep_generator_and_discriminator_identical(mnist_5k_shards, tmp_path, mode):
     engines = {"ddp": (), "deepspeed": ("parallel.deepspeed_config=cluster/deepspeed/zero1.json",)}  # ZeRO 1 each
@@ -75,6 +76,7 @@ def test_two_replicas_keep_generator_and_discriminator_identical(mnist_5k_shards
     assert [r["d_loss"] for r in deepspeed] == pytest.approx([r["d_loss"] for r in ddp], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_evaluate_gan_reports_parzen_fcd_and_coverage(mnist_5k_shards, mnist_test_shards, tmp_path):
     gan(mnist_5k_shards, tmp_path / "run", "max_steps=30")
     classifier = tmp_path / "classifier.pt"
@@ -103,6 +105,7 @@ def test_evaluate_gan_reports_parzen_fcd_and_coverage(mnist_5k_shards, mnist_tes
     assert Image.open(tmp_path / "run" / "report" / "training.png").size[0] > 800
 
 
+@pytest.mark.slow
 def test_dcgan_32_trains_on_colour_images(data_root, tmp_path):
     shards = tmp_path / "cifar"
     made = run_cli("shard-images", "--input", data_root / "cifar10" / "cifar10-test-jpg.tar.gz", "--out", shards,

@@ -101,6 +101,7 @@ def test_port_is_base_plus_local_rank_and_a_taken_one_is_said():
         first.close()
 
 
+@pytest.mark.slow
 def test_two_processes_serve_their_own_metrics_and_list_them(newstest_small_shards, tmp_path):
     run_dir = tmp_path / "runs" / "s2s-run"
     metrics = (f"metrics.port={free_port()}", "metrics.bind=127.0.0.1", "threads=1", "log_every=5")
@@ -149,6 +150,7 @@ def prometheus(tmp_path_factory):
     script("prometheus.sh", "stop", **env)
 
 
+@pytest.mark.slow
 def test_a_real_prometheus_finds_a_running_job_and_records_its_throughput(prometheus, newstest_small_shards):
     port, runs = prometheus
     metrics = (f"metrics.port={free_port()}", "metrics.bind=127.0.0.1", "threads=1", "log_every=5")

@@ -65,6 +65,7 @@ def two_nodes_on_localhost() -> tuple[tuple[str, ...], ...]:
     return (("--nnodes", "2", "--nproc_per_node", "1", *endpoint),) * 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["one node", "two nodes"])
 def test_a_killed_worker_restarts_the_group_which_resumes_and_ends_as_the_uninterrupted_run(
     newstest_small_shards, tmp_path, uninterrupted, layout
@@ -90,6 +91,7 @@ def test_a_killed_worker_restarts_the_group_which_resumes_and_ends_as_the_uninte
     assert all(torch.equal(mine[name], theirs[name]) for name in theirs)
 
 
+@pytest.mark.slow
 def test_a_hung_peer_fails_the_job_within_the_collective_timeout_naming_rank_and_operation(
     newstest_small_shards, tmp_path
 ):
@@ -123,6 +125,7 @@ def test_a_hung_peer_fails_the_job_within_the_collective_timeout_naming_rank_and
     assert "no flight-recorder dump from rank(s) 1 within" in line
 
 
+@pytest.mark.slow
 def test_a_head_that_never_answers_is_a_one_line_error_after_the_timeout(newstest_small_shards, tmp_path):
     port, timeout = free_port(), 4
     env = {**os.environ, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"}

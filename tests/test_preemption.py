@@ -28,6 +28,7 @@ def summary(process) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])  # SIGINT: a first Ctrl-C
 def test_a_stop_signal_checkpoints_and_the_resumed_run_is_the_uninterrupted_one(newstest_small_shards, tmp_path, sig):
     straight = s2s(newstest_small_shards, tmp_path / "straight")

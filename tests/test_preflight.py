@@ -50,6 +50,7 @@ def assert_measured(process: dict, *, reader: bool) -> None:
     assert process["details"]["disk"]["free_bytes"] > 0 and process["details"]["disk"]["checkpoint_bytes"] > 0
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_each_report_every_figure(newstest_small_shards, tmp_path):
     job = preflight("--standalone", "--nproc_per_node", "2", job_args=("--data", str(newstest_small_shards),
                     "--run-dir", str(tmp_path / "run")))  # fmt: skip
@@ -63,6 +64,7 @@ def test_two_processes_under_torchrun_each_report_every_figure(newstest_small_sh
     assert "all-reduce busbw 32MiB" in err and "problem(s)" in err  # the table, on stderr
 
 
+@pytest.mark.slow
 def test_two_nodes_on_localhost_name_the_node_whose_data_is_missing(newstest_small_shards, tmp_path):
     rendezvous = ("--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
                   "--rdzv_endpoint", f"127.0.0.1:{free_port()}", "--rdzv_id", "preflight")  # fmt: skip

@@ -7,6 +7,7 @@ import io
 import json
 import tarfile
 
+import pytest
 from conftest import WMT, run_cli
 
 from data_shards.wmt14 import find_test_set, training_pairs
@@ -57,6 +58,7 @@ def prepare(out, mirror, *extra):
     )
 
 
+@pytest.mark.slow
 def test_downloads_verifies_and_unpacks_what_s2s_finds(tmp_path):
     mirror = make_mirror(tmp_path / "mirror")
     result = prepare(tmp_path / "wmt14", mirror)

@@ -68,6 +68,7 @@ def test_buckets_sort_by_source_length_first(newstest_small_shards):
     assert np.median(distinct) == 1 and np.percentile(distinct, 95) <= 2, distinct  # only the long tail spreads
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_yields_the_very_same_batches(newstest_small_shards):
     cfg = ReaderConfig(max_tokens=1200, num_workers=2, seed=7, bucket_pool=800)
     reference = ShardReader(newstest_small_shards, cfg, replica_rank=1, num_replicas=2)
@@ -142,6 +143,7 @@ def test_altered_or_truncated_shards_are_refused(newstest_small_shards, tmp_path
         list(reader)
 
 
+@pytest.mark.slow
 def test_text_comes_with_the_ids_only_when_asked(newstest_small_shards):
     plain = next(iter(ShardReader(newstest_small_shards, ReaderConfig(batch_size=8, num_workers=0))))
     texts = next(iter(ShardReader(newstest_small_shards, ReaderConfig(batch_size=8, num_workers=0, with_text=True))))

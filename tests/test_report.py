@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from conftest import run_cli
 from PIL import Image
 
 
+@pytest.mark.slow
 def test_report_plots_an_s2s_run_and_its_recorded_bleu(tiny_checkpoint, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_checkpoint.parent.parent, run_dir)

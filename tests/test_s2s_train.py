@@ -21,6 +21,7 @@ def s2s(data, run_dir, *overrides, resume="auto"):
     assert main([*args, "log_every=1", "threads=1", *overrides]) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_stop_and_resume_gives_the_same_loss_at_every_later_step(newstest_small_shards, tmp_path, workers):
     data = newstest_small_shards
@@ -94,6 +95,7 @@ def test_a_format_1_checkpoint_resumes_and_translates_as_format_2_and_a_newer_on
         read_checkpoint(newer)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_data_parallel(newstest_small_shards, tmp_path):
     summary = finished(torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "run"))
     assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
@@ -104,6 +106,7 @@ def test_torchrun_two_processes_data_parallel(newstest_small_shards, tmp_path):
 PAPER_LAYOUT = ("parallel.placement=paper", "parallel.devices_per_replica=8", "parallel.chunk_len=3")
 
 
+@pytest.mark.slow
 def test_paper_layout_trains_as_the_plain_model_and_its_checkpoint_translates(newstest_small_shards, tmp_path):
     """8 devices per replica (all ``cpu`` here): layers, softmax shards, wavefront; same losses."""
     s2s(newstest_small_shards, tmp_path / "plain", "max_steps=5", "model.num_layers=4")
@@ -116,6 +119,7 @@ def test_paper_layout_trains_as_the_plain_model_and_its_checkpoint_translates(ne
     assert len(result.stdout.splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_torchrun_two_replicas_of_the_paper_layout_with_ddp_and_with_deepspeed(newstest_small_shards, tmp_path):
     """Multi-device replicas under both data-parallel engines: the same losses, replicas in sync."""
     runs = {
@@ -138,6 +142,7 @@ def test_torchrun_two_replicas_of_the_paper_layout_with_ddp_and_with_deepspeed(n
     assert set(saved.weights["model"]) == set(under_ddp.weights["model"])
 
 
+@pytest.mark.slow
 def test_torchrun_two_nodes_on_localhost(newstest_small_shards, tmp_path):
     rendezvous = [
         "--nnodes",
@@ -183,6 +188,7 @@ def raw_corpus(folder, data_root):
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["--data-root", "WMT14_ROOT"])
 def test_without_data_the_raw_corpora_are_found_and_sharded_once(tmp_path, data_root, how):
     raw = raw_corpus(tmp_path / "raw", data_root)
@@ -223,6 +229,7 @@ def test_resume_from_a_missing_checkpoint_is_one_clear_error(newstest_small_shar
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_dev_perplexity_is_logged_and_reported(newstest_small_shards, tmp_path, data_root):
     from data_shards import ShardTextConfig, shard_text
 

@@ -41,6 +41,7 @@ def test_a_time_budget_moves_the_decay_and_a_resume_keeps_it():
     assert [resumed.lr_at(s) for s in (399, 450, 500)] == [0.5, 0.25, 0.0]
 
 
+@pytest.mark.slow
 def test_a_time_budgeted_run_ends_at_the_end_of_its_decay(newstest_small_shards, tmp_path):
     run = tmp_path / "run"
     done = run_cli(

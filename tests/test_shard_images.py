@@ -50,6 +50,7 @@ def test_csv_rows_of_pixels_then_label(tmp_path, data_root):
     assert np.array_equal(images[123][..., 0].ravel(), np.array(rows[123][:-1], dtype=np.uint8))
 
 
+@pytest.mark.slow
 def test_cifar_jpeg_tar_of_class_folders(tmp_path, data_root):
     manifest = shard(tmp_path / "s", data_root / "cifar10" / "cifar10-test-jpg.tar.gz", shard_size=4000)
     assert manifest["classes"] == [

@@ -31,6 +31,7 @@ def file_hashes(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow
 def test_training_sample_manifest_counts_and_round_trip(wmt_train):
     manifest = json.loads((wmt_train / "manifest.json").read_text())
     counts = manifest["filters"]["counts"]
@@ -66,6 +67,7 @@ def test_vocabulary_keeps_most_frequent_words_and_maps_the_rest_to_unk(tmp_path)
     assert 0.5 < manifest["vocab"]["src"]["token_coverage"] < 1.0
 
 
+@pytest.mark.slow
 def test_sgm_and_plain_give_the_same_shards(tmp_path):
     sgm = shard(tmp_path / "sgm", [NEWSTEST_SGM[0]], [NEWSTEST_SGM[1]])
     plain = shard(tmp_path / "plain", [NEWSTEST_PLAIN[0]], [NEWSTEST_PLAIN[1]])
@@ -82,6 +84,7 @@ def test_byte_identical_whatever_the_worker_count(tmp_path):
     assert len(list((tmp_path / "one").glob("*.tar"))) == 5
 
 
+@pytest.mark.slow
 def test_gzip_and_tsv_inputs(tmp_path):
     src_lines = NEWSTEST_PLAIN[0].read_text().splitlines()
     tgt_lines = NEWSTEST_PLAIN[1].read_text().splitlines()
@@ -96,6 +99,7 @@ def test_gzip_and_tsv_inputs(tmp_path):
     assert plain["shards"] == gz["shards"] == tsv["shards"]
 
 
+@pytest.mark.slow
 def test_sentencepiece_is_trained_in_process_and_deterministic(tmp_path):
     kw = dict(vocab="sentencepiece", src_vocab_size=2000, tgt_vocab_size=2000)
     manifest = shard(tmp_path / "a", [NEWSTEST_PLAIN[0]], [NEWSTEST_PLAIN[1]], workers=1, **kw)
@@ -118,6 +122,7 @@ def test_filters_are_applied_and_counted(tmp_path, max_len, ratio, field):
     assert (lengths.max(axis=1) <= ratio * lengths.min(axis=1)).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vocab", ["word", "sentencepiece"])
 def test_dev_sets_reuse_the_training_vocabulary(tmp_path, wmt_train, vocab):
     train = wmt_train

@@ -66,6 +66,7 @@ def summaries(log: str) -> list[dict]:
     return [json.loads(found) for found in re.findall(r'\{"checkpoint": .*\}', log)]
 
 
+@pytest.mark.slow
 def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(slurm, newstest_small_shards, tmp_path):
     run_dir, steps = tmp_path / "run", 150
     env = {**slurm, "RUN_DIR": str(run_dir), "SBATCH_OUTPUT": str(tmp_path / "%x-%j.out")}

@@ -64,6 +64,7 @@ def test_bench_s2s_prints_throughput_flops_and_mfu(newstest_small_shards):
     assert sum(breakdown.values()) < 10 * 1000 * figures["step_time_s"]
 
 
+@pytest.mark.slow
 def test_bench_pipeline_compares_the_layout_with_the_plain_model(newstest_small_shards):
     args = [
         "bench",
@@ -100,6 +101,7 @@ def test_plain_pytorch_reference_loop_prints_its_throughput(newstest_small_shard
     assert refused.returncode == 2 and "without attention" in refused.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
 def test_bench_gan_prints_images_per_second(mnist_5k_shards, mode):
     result = run_cli("bench", "gan", "--preset", "tiny", "--data", mnist_5k_shards, "--steps", "4", "--warmup", "1",

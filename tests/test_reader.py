@@ -210,6 +210,7 @@ def fake_gpu_pinning(monkeypatch) -> set[int]:
     return pinned
 
 
+@pytest.mark.slow
 def test_the_reader_pins_batches_only_when_its_consumer_is_a_gpu(newstest_small_shards, monkeypatch):
     assert should_pin_memory("cuda:1") and should_pin_memory(torch.device("cuda"))
     assert not should_pin_memory("cpu") and not should_pin_memory("meta")

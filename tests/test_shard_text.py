@@ -77,6 +77,7 @@ def test_sgm_and_plain_give_the_same_shards(tmp_path):
     assert sgm["shards"] == plain["shards"]
 
 
+@pytest.mark.slow
 def test_byte_identical_whatever_the_worker_count(tmp_path):
     shard(tmp_path / "one", [NEWSTEST_PLAIN[0]], [NEWSTEST_PLAIN[1]], workers=1, shard_size=700)
     shard(tmp_path / "two", [NEWSTEST_PLAIN[0]], [NEWSTEST_PLAIN[1]], workers=2, shard_size=700)

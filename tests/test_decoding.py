@@ -179,6 +179,7 @@ def test_examples_are_spread_over_the_test_set_preferring_moderate_lengths():
     assert example_indices(sources, 0) == [] and example_indices([short], 5) == [0]
 
 
+@pytest.mark.slow
 def test_evaluate_defaults_to_newstest2014(tiny_checkpoint, tmp_path):
     result = run_cli(
         "evaluate", "--checkpoint", tiny_checkpoint.parent.parent, "--beam", "1", "--limit", "5", "--no-progress"

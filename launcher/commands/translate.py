@@ -21,6 +21,11 @@ from dist_train.translation import Translator
 from launcher.commands.common import make_config, print_summary, record_evaluation, say
 from launcher.paths import shared_data
 
+# Source lengths (words) that --examples prefers: long enough to show word order and vocabulary,
+# short enough to read at a glance.
+EXAMPLE_WORDS = (8, 20)
+REPRODUCTION_DOC = "docs/REPRODUCTION.md"
+
 
 def add_decoding_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -121,8 +126,41 @@ def add_parser(jobs) -> None:
     e.add_argument("--ref", type=Path, default=None, help="reference translations, aligned with --src")
     e.add_argument("--data-root", type=Path, default=None, help="where to find newstest2014 when --src is not given")
     e.add_argument("--limit", type=int, default=0, help="only the first N sentences (0: all)")
+    e.add_argument(
+        "--examples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after scoring, print N test sentences beside their reference and the model's translation "
+        f"(spread over the test set, sources of {EXAMPLE_WORDS[0]}-{EXAMPLE_WORDS[1]} words preferred)",
+    )
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(run=run_evaluate, parser=e)
+
+
+def example_indices(sources: list[str], count: int) -> list[int]:
+    """``count`` indices of ``sources`` spread evenly over them, taken from the sources of moderate
+    length (EXAMPLE_WORDS) when there are enough of those; the same on every run."""
+    moderate = [i for i, line in enumerate(sources) if EXAMPLE_WORDS[0] <= len(line.split()) <= EXAMPLE_WORDS[1]]
+    pool = moderate if len(moderate) >= count else list(range(len(sources)))
+    count = min(count, len(pool))
+    return [pool[(2 * k + 1) * len(pool) // (2 * count)] for k in range(count)]
+
+
+def print_examples(indices: list[int], sources: list[str], references: list[str], hypotheses: list[str]) -> None:
+    for n, i in enumerate(indices, 1):
+        say(f"example {n} of {len(indices)} (test sentence {i + 1}):")
+        say(f"  source:    {sources[i]}\n  reference: {references[i]}\n  model:     {hypotheses[i]}")
+
+
+def in_context(bleu_model: float, bleu_copy: float) -> str:
+    """The score beside copying the source unchanged (which shares names, numbers and punctuation with
+    the reference), and where the project's measured runs are described."""
+    verdict = "above" if bleu_model > bleu_copy else "not above"
+    return (
+        f"In context: copying the source unchanged scores BLEU {bleu_copy} on these sentences, so {bleu_model} "
+        f"is {verdict} that floor; the project's measured runs beside the papers': {REPRODUCTION_DOC}"
+    )
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -153,6 +191,8 @@ def run_translate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.examples < 0:
+        args.parser.error(f"--examples {args.examples}: give 0 (none) or more")
     model, beam = translator(args)
     if (args.src is None) != (args.ref is None):
         args.parser.error("give both --src and --ref, or neither (newstest2014)")
@@ -174,11 +214,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"BLEU {scores['bleu']} (sacreBLEU, detokenized), {scores['bleu_tokenized']} (tokenized), "
         f"perplexity {perplexity:.2f} on {len(sources)} sentences"
     )
+    copy_bleu = copy_baseline_bleu(sources, references)
+    say(in_context(scores["bleu"], copy_bleu))
+    print_examples(example_indices(sources, args.examples), sources, references, hypotheses)
     checkpoints = [newest_in(c) for c in args.checkpoint]
     summary = {
         "job": "evaluate",
         **scores,
-        "bleu_copy_baseline": copy_baseline_bleu(sources, references),
+        "bleu_copy_baseline": copy_bleu,
         "perplexity": round(perplexity, 4),
         "num_sentences": len(sources),
         "beam": beam.beam,

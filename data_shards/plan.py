@@ -17,10 +17,16 @@ The steps, all seeded by (seed, epoch):
      cut it into batches (by sentence count or padded-token budget on the longer side), shuffle
      the batches of the pool;
   5. equalize the batch count across replicas.
+
+An epoch may be read in segments under different layouts: a run stopped mid-epoch on N replicas
+and resumed on M. ``Segment`` records what the earlier layouts consumed; the rest of the epoch is
+planned for the new layout from the samples none of them consumed, in the epoch's shard order
+(steps 2–5 again, seeded by (seed, epoch, segment)), so every sample is still read exactly once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +58,25 @@ class ReaderConfig:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A stretch of an epoch read under one layout: ``batches_taken`` batches by each of ``num_replicas``
+    replicas (all take the same number), formed with these worker and batch settings."""
+
+    num_replicas: int
+    num_workers: int
+    batch_size: int
+    max_tokens: int
+    batches_taken: int
+
+    def layout(self) -> tuple[int, int, int, int]:
+        return self.num_replicas, self.num_workers, self.batch_size, self.max_tokens
+
+    def config(self, cfg: ReaderConfig) -> ReaderConfig:
+        return dataclasses.replace(cfg, num_workers=self.num_workers, batch_size=self.batch_size,
+                                   max_tokens=self.max_tokens)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class EpochPlan:
     """``batches[replica][worker]`` is a list of arrays of global sample ids, in yield order."""
 
@@ -65,23 +90,49 @@ class EpochPlan:
     def num_batches(self, replica: int) -> int:
         return sum(len(b) for b in self.batches[replica])
 
+    def taken(self, batches_taken: int) -> np.ndarray:
+        """The sample ids of each replica's first ``batches_taken`` batches, all replicas together."""
+        taken = [self.batches[r][w][j] for r in range(len(self.batches)) for w, j in self.order(r)[:batches_taken]]
+        return np.concatenate(taken) if taken else np.zeros(0, dtype=np.int64)
+
 
 def plan_epoch(
-    shard_sizes: list[int], lengths: np.ndarray, cfg: ReaderConfig, *, epoch: int, num_replicas: int
+    shard_sizes: list[int],
+    lengths: np.ndarray,
+    cfg: ReaderConfig,
+    *,
+    epoch: int,
+    num_replicas: int,
+    before: tuple[Segment, ...] = (),
 ) -> EpochPlan:
-    """``lengths[i]`` is sample i's length: (source, target) tokens for text, (1,) for an image."""
-    num_workers = max(cfg.num_workers, 1)
-    num_streams = num_replicas * num_workers
-    if len(lengths) < num_replicas:
-        raise ValueError(f"{len(lengths)} samples cannot feed {num_replicas} replicas")
+    """``lengths[i]`` is sample i's length: (source, target) tokens for text, (1,) for an image. With
+    ``before``, the plan of what is left of the epoch after those segments, for this layout."""
     rng = np.random.default_rng([cfg.seed, epoch])
     starts = np.concatenate([[0], np.cumsum(shard_sizes)[:-1]]).astype(np.int64)
     shard_order = rng.permutation(len(shard_sizes)) if cfg.shuffle else np.arange(len(shard_sizes))
     sequence = np.concatenate([np.arange(starts[s], starts[s] + shard_sizes[s]) for s in shard_order])
+    for index, segment in enumerate(before):
+        plan = _plan_sequence(sequence, lengths, segment.config(cfg), (cfg.seed, epoch, *_key(index)),
+                              segment.num_replicas)  # fmt: skip
+        sequence = sequence[~np.isin(sequence, plan.taken(segment.batches_taken))]
+    return _plan_sequence(sequence, lengths, cfg, (cfg.seed, epoch, *_key(len(before))), num_replicas)
+
+
+def _key(segment: int) -> tuple[int, ...]:
+    """The seed words of an epoch's ``segment``: none for the first (the plan of an uninterrupted epoch)."""
+    return (2**32 + segment,) if segment else ()
+
+
+def _plan_sequence(sequence: np.ndarray, lengths: np.ndarray, cfg: ReaderConfig, key: tuple, num_replicas: int):
+    """Steps 2–5 on ``sequence`` (sample ids in the epoch's shard order)."""
+    if 0 < len(sequence) < num_replicas:
+        raise ValueError(f"{len(sequence)} samples cannot feed {num_replicas} replicas")
+    num_workers = max(cfg.num_workers, 1)
+    num_streams = num_replicas * num_workers
     bounds = np.linspace(0, len(sequence), num_streams + 1).round().astype(np.int64)
     streams = []
     for k in range(num_streams):
-        stream_rng = np.random.default_rng([cfg.seed, epoch, k])
+        stream_rng = np.random.default_rng([*key, k])
         stream = _block_shuffle(sequence[bounds[k] : bounds[k + 1]], cfg, stream_rng)
         streams.append(_bucket(stream, lengths, cfg, stream_rng))
     per_replica = [streams[r * num_workers : (r + 1) * num_workers] for r in range(num_replicas)]

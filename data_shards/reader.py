@@ -2,8 +2,10 @@
 
 ``ShardReader`` yields one replica's batches of one epoch per iteration, through a DataLoader
 whose workers each read their own stream of the epoch plan (see ``plan.py``). Its
-``state_dict()`` is (epoch, batches consumed): after ``load_state_dict`` the reader yields exactly
-the batches the uninterrupted run would have yielded next.
+``state_dict()`` is (epoch, batches consumed, the layout that read them): after ``load_state_dict``
+in the same layout the reader yields exactly the batches the uninterrupted run would have yielded
+next; in another one (more or fewer replicas or workers, other batch limits) it yields the samples
+of the epoch that no replica has read yet, planned for the new layout, each exactly once.
 
 Corrupt data (a shard unreadable, truncated or not matching its sha256, a sample that does not
 decode) is an error naming the shard; with ``skip_corrupt`` it is left out, reported once on stderr
@@ -26,7 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from data_shards.batches import COLLATE, as_torch
 from data_shards.errors import UserError
 from data_shards.manifest import load_manifest
-from data_shards.plan import EpochPlan, ReaderConfig, plan_epoch
+from data_shards.plan import EpochPlan, ReaderConfig, Segment, plan_epoch
 from data_shards.samples import SampleSource
 from data_shards.tario import read_samples
 from data_shards.vocab import Vocab
@@ -123,11 +125,14 @@ class _WorkerStream(IterableDataset):
         self.folder, self.cfg, self.lengths = folder, cfg, lengths
         self.replica, self.num_replicas = replica, num_replicas
         self.cursor = torch.zeros(2, dtype=torch.int64).share_memory_()
+        self.resumed: tuple[int, tuple[Segment, ...]] = (-1, ())  # (epoch, its segments read by other layouts)
         self._plan: tuple[int, EpochPlan] | None = None
 
     def plan(self, shards: ShardSet, epoch: int) -> EpochPlan:
         if self._plan is None or self._plan[0] != epoch:
-            plan = plan_epoch(shards.sizes, self.lengths, self.cfg, epoch=epoch, num_replicas=self.num_replicas)
+            before = self.resumed[1] if self.resumed[0] == epoch else ()
+            plan = plan_epoch(shards.sizes, self.lengths, self.cfg, epoch=epoch, num_replicas=self.num_replicas,
+                              before=before)  # fmt: skip
             self._plan = (epoch, plan)
         return self._plan[1]
 
@@ -246,24 +251,51 @@ class ShardReader:
             raise RuntimeError(f"reader stopped at batch {self.position} of {len(self)}")
         self.epoch, self.position = self.epoch + 1, 0
 
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """What other layouts read of the current epoch before this one took over."""
+        epoch, segments = self._stream.resumed
+        return segments if epoch == self.epoch else ()
+
+    def layout(self, batches_taken: int = 0) -> Segment:
+        cfg = self.cfg
+        return Segment(self.num_replicas, cfg.num_workers, cfg.batch_size, cfg.max_tokens, batches_taken)
+
     def state_dict(self) -> dict:
         return {
             "epoch": self.epoch,
             "position": self.position,
-            "num_replicas": self.num_replicas,
             "replica_rank": self.replica_rank,
-            "num_workers": self.cfg.num_workers,
-            "seed": self.cfg.seed,
+            **{k: v for k, v in vars(self.layout()).items() if k != "batches_taken"},
+            "order": self._order(),
             "shards_sha256": self._fingerprint(),
+            "segments": [vars(s) for s in self.segments],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        mine = self.state_dict()
-        if state["position"]:  # mid-epoch, the plan must be the same one
-            for key in ("num_replicas", "replica_rank", "num_workers", "seed", "shards_sha256"):
-                if state[key] != mine[key]:
-                    raise ValueError(f"cannot resume mid-epoch: reader {key} was {state[key]!r}, now {mine[key]!r}")
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        """Any replica's state of the same run: they differ only in ``replica_rank``. Mid-epoch, the samples'
+        order (seed, shuffling, bucketing) and the shards must be the ones that state was read with."""
+        epoch, position = int(state["epoch"]), int(state["position"])
+        earlier = tuple(Segment(**s) for s in state.get("segments", ()))
+        if position or earlier:
+            for key, mine in (("order", self._order()), ("shards_sha256", self._fingerprint())):
+                theirs = state.get(key, mine) if key == "order" else state[key]
+                if theirs != mine:
+                    raise ValueError(f"cannot resume mid-epoch: reader {key} was {theirs!r}, now {mine!r}")
+        fields = vars(self.layout())
+        theirs = Segment(
+            **{k: state.get(k, v) for k, v in fields.items() if k != "batches_taken"}, batches_taken=position
+        )
+        if theirs.layout() != self.layout().layout() and position:
+            earlier, position = (*earlier, theirs), 0  # the rest of the epoch, planned for this layout
+        self.epoch, self.position = epoch, position
+        self._stream.resumed, self._stream._plan = (epoch, earlier), None
+
+    def _order(self) -> dict:
+        """What decides which samples go together and in what order, beside the layout."""
+        cfg = self.cfg
+        return {"seed": cfg.seed, "shuffle": cfg.shuffle, "shuffle_buffer": cfg.shuffle_buffer,
+                "bucket_pool": cfg.bucket_pool}  # fmt: skip
 
     def _fingerprint(self) -> str:
         return hashlib.sha256("".join(s["sha256"] for s in self.shards.shards).encode()).hexdigest()[:16]

@@ -106,10 +106,11 @@ class LearningRateSchedule:
         if state.get("planned_decay"):  # planned from a time budget: it holds whatever the step limit is now
             self.decay_from, self.horizon = state["planned_decay"]
             self.planned = True
-        if state["steps_per_epoch"] != self.steps_per_epoch and self.cfg.schedule == "epochs":
+        saved = state["steps_per_epoch"]  # a resume on another replica count keeps it within a step or so
+        if abs(saved - self.steps_per_epoch) > max(1, 0.05 * saved) and self.cfg.schedule == "epochs":
             raise ValueError(
                 f"the checkpoint's epochs had {state['steps_per_epoch']} steps, now {self.steps_per_epoch}: "
-                "resume with the same data, batching and number of replicas"
+                "resume with the same data and samples per update"
             )
 
 

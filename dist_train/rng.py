@@ -58,10 +58,14 @@ def restore(state: dict, devices: tuple[str, ...] = ()) -> None:
 
 
 class ProcessRng:
-    """This process's generators as one resumable thing (``state_dict``/``load_state_dict``), for checkpoints."""
+    """This process's generators as one resumable thing (``state_dict``/``load_state_dict``), for checkpoints;
+    ``restart(step)`` seeds them from (seed, step, replica) instead (a resume on another replica count)."""
 
-    def __init__(self, devices: tuple[str, ...] = ()) -> None:
-        self.devices = devices
+    def __init__(self, devices: tuple[str, ...] = (), seed: int = 0, replica: int = 0) -> None:
+        self.devices, self.seed, self.replica = devices, seed, replica
+
+    def restart(self, step: int) -> None:
+        seed_everything(int(np.random.SeedSequence([self.seed, step, self.replica]).generate_state(1)[0]))
 
     def state_dict(self) -> dict:
         return capture(self.devices)

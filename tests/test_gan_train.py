@@ -141,7 +141,7 @@ def test_a_joint_step_is_the_released_update_written_out(mnist_5k_shards, tmp_pa
     d_loss = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones(len(z)))
                     + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros(len(z))))  # fmt: skip
     d_grads = torch.autograd.grad(d_loss, list(discriminator.parameters()))
-    result = trainer.train_step(batch)
+    result = trainer.train_step([batch])
     assert result.g_loss == pytest.approx(g_loss.item()) and result.d_loss == pytest.approx(d_loss.item())
     for module, reference, grads in ((trainer.modules()["generator"], generator, g_grads),
                                      (trainer.modules()["discriminator"], discriminator, d_grads)):  # fmt: skip

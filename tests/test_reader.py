@@ -101,13 +101,45 @@ def test_epochs_are_reshuffled_from_the_seed(newstest_small_shards):
     assert order(seed=2, epochs=1)[0] != first[0]
 
 
-def test_mid_epoch_resume_refuses_a_different_layout(newstest_small_shards):
+CHAINS = [  # (replicas, workers, batch size) of each stretch of one epoch
+    ((2, 1, 64), (1, 1, 64)),
+    ((1, 2, 64), (2, 0, 32)),
+    ((2, 0, 64), (3, 2, 64), (1, 0, 128)),
+]
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=lambda c: " -> ".join(f"{r}x{w}" for r, w, _ in c))
+def test_a_mid_epoch_resume_on_another_layout_reads_every_sample_of_the_epoch_exactly_once(
+    newstest_small_shards, chain
+):
+    """Stopped mid-epoch and resumed with more or fewer replicas, workers or another batch size, possibly
+    several times: every sample of the epoch once, equal batch counts, and the next epoch the layout's own."""
+    seen, state = [], None
+    for stretch, (replicas, workers, batch_size) in enumerate(chain):
+        cfg = ReaderConfig(batch_size=batch_size, num_workers=workers, seed=4)
+        readers = [
+            ShardReader(newstest_small_shards, cfg, replica_rank=r, num_replicas=replicas) for r in range(replicas)
+        ]
+        for reader in readers:
+            reader.load_state_dict(state) if state else None
+        assert len({len(reader) for reader in readers}) == 1
+        iterators = [iter(reader) for reader in readers]
+        last = stretch == len(chain) - 1
+        for _ in range(len(readers[0]) - readers[0].position if last else 5):
+            seen += [i for it in iterators for i in next(it).sample_ids.tolist()]
+        state = readers[-1].state_dict()
+    assert sorted(seen) == list(range(ShardSet(newstest_small_shards).num_samples))
+    assert all(next(it, None) is None for it in iterators) and readers[0].epoch == 1
+    shards = ShardSet(newstest_small_shards)
+    whole = plan_epoch(shards.sizes, shards.bucket_lengths(), cfg, epoch=1, num_replicas=len(readers))
+    assert len(readers[0]) == whole.num_batches(0) and readers[0].segments == ()
+
+
+def test_mid_epoch_resume_refuses_another_order_of_samples(newstest_small_shards):
     reader = ShardReader(newstest_small_shards, ReaderConfig(batch_size=32, num_workers=0))
     next(iter(reader))
-    other = ShardReader(
-        newstest_small_shards, ReaderConfig(batch_size=32, num_workers=0), replica_rank=0, num_replicas=2
-    )
-    with pytest.raises(ValueError, match="num_replicas"):
+    other = ShardReader(newstest_small_shards, ReaderConfig(batch_size=32, num_workers=0, seed=9))
+    with pytest.raises(ValueError, match="cannot resume mid-epoch: reader order was"):
         other.load_state_dict(reader.state_dict())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -10,9 +11,14 @@ import torch
 from conftest import ONE_NODE, finished, free_port, losses, run_cli, tiny_cli, torchrun, train_log
 
 from data_shards.errors import UserError
+from data_shards.reader import ShardReader
 from dist_train.checkpoint import FORMAT, CheckpointFolder, read_checkpoint
 from dist_train.decoding import BeamConfig
+from dist_train.distributed import Topology
+from dist_train.trainers.s2s.batch import model_inputs
+from dist_train.trainers.s2s.trainer import S2SConfig, S2STrainer
 from dist_train.translation import Translator
+from launcher.config import load_config, preset_file
 from launcher.main import main
 
 
@@ -265,3 +271,24 @@ def test_dev_perplexity_is_logged_and_reported(newstest_small_shards, tmp_path, 
     dev = [(r["step"], r["dev_ppl"]) for r in records if "dev_ppl" in r]
     assert [step for step, _ in dev] == [5, 10] and dev[1][1] < dev[0][1] < 2000
     assert json.loads(result.stdout.strip().splitlines()[-1])["dev_ppl"] == dev[1][1]
+
+
+def test_accumulated_batches_make_the_update_one_batch_of_all_their_sentences_would(newstest_small_shards, tmp_path):
+    cfg = load_config(S2SConfig, files=[preset_file("s2s", "tiny")], overrides=["train.grad_accum_steps=2"])
+    trainers = []
+    for name in ("accumulated", "summed"):
+        torch.manual_seed(0)
+        reader = ShardReader(newstest_small_shards, cfg.data)
+        trainers.append(S2STrainer(cfg, Topology(devices=["cpu"]), reader, tmp_path / name))
+    accumulated, summed = trainers
+    assert accumulated.steps_per_epoch == -(-len(accumulated.reader) // 2)
+    first, second = itertools.islice(iter(accumulated.reader), 2)
+    result = accumulated.train_step([first, second])
+    sizes = (summed.src_vocab_size, summed.tgt_vocab_size)
+    losses = [summed.model(*model_inputs(b, sizes, torch.device("cpu")).as_args()).sum() for b in (first, second)]
+    summed.engine.update(sum(losses) / (len(first) + len(second)))
+    assert result.sentences == len(first) + len(second) and float(result.loss_sum) == pytest.approx(
+        float(sum(losses).detach())
+    )
+    for mine, theirs in zip(accumulated.model.parameters(), summed.model.parameters()):
+        torch.testing.assert_close(mine, theirs)

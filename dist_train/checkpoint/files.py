@@ -127,11 +127,12 @@ class _Writer:
         self.file.flush()
 
 
-def read_file(path: Path) -> dict:
+def read_file(path: Path, *, mmap: bool = False) -> dict:
     """A checkpoint file's dict, tensors and plain values only: ``weights_only=True`` refuses anything
-    that could run code. What the dict holds is read by ``dist_train.checkpoint.schema``."""
+    that could run code. What the dict holds is read by ``dist_train.checkpoint.schema``. With ``mmap``,
+    tensors are mapped, not read: a glance at a large checkpoint's plain values costs little."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         if "unsupported global" in str(err).lower():  # a class or function: unpickling it could run code
             raise UserError(

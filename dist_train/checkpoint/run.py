@@ -41,7 +41,8 @@ class Checkpointable(Protocol):
         ...
 
     def replica_resumables(self) -> dict:
-        """State each replica has its own of (``reader`` and ``rng`` always; a job's own generators)."""
+        """State each replica has its own of (``reader`` and ``rng`` always; a job's own generators). Each
+        but the reader also offers ``restart(step)``: a fresh state, for a resume on another replica count."""
         ...
 
 
@@ -126,19 +127,17 @@ class Checkpointer:
             raise UserError(path, f"does not fit this run (another model, vocabulary or layout?): {detail}") from None
 
     def restore(self, saved: RunCheckpoint) -> None:
+        """The run's state from ``saved``; written by another number of replicas, each part as
+        ``dist_train.checkpoint.elastic`` says."""
         run, training = self.run, saved.training
         if training is None:
             raise KeyError("training")
-        if len(training.replicas) != self.topology.num_replicas:
-            raise ValueError(
-                f"the checkpoint has {len(training.replicas)} replicas, this run "
-                f"{self.topology.num_replicas}: resume with the same number of processes"
-            )
         for name, module in run.modules().items():  # the weights first: DeepSpeed refreshes its fp32 copies
             module.load_state_dict(saved.module_weights(name))
         for name, part in run.resumables().items():
             part.load_state_dict(training.job[name])
-        mine = training.replicas[self.topology.replica_rank]
+        elastic = len(training.replicas) != self.topology.num_replicas
+        mine = training.replicas[0 if elastic else self.topology.replica_rank]
         for name, engine in run.engines().items():
             part = (mine.optimizers if engine.optimizer_state_sharded else training.optimizers).get(name)
             if part is None:
@@ -148,8 +147,18 @@ class Checkpointer:
                     f"{'whole' if engine.optimizer_state_sharded else 'sharded by ZeRO'}: "
                     "resume with the same parallel.engine and parallel.deepspeed_config",
                 )
+            if elastic and engine.optimizer_state_sharded:
+                raise UserError(
+                    None,
+                    f"the checkpoint's ZeRO partitions were written by {len(training.replicas)} replicas: "
+                    f"resharding them for {self.topology.num_replicas} is not supported yet; resume on "
+                    f"{len(training.replicas)}",
+                )
             engine.load_optimizer_state_dict(part)
         vars(run.progress).update(vars(training.progress))
         own = {"reader": mine.reader, "rng": mine.rng, **mine.job}
         for name, part in run.replica_resumables().items():
-            part.load_state_dict(own[name])
+            if elastic and name != "reader":  # a replica's own generators: afresh from (seed, step, replica)
+                part.restart(run.progress.step)
+            else:  # every replica's reader state says the same: how far the epoch got, and by which layout
+                part.load_state_dict(own[name])

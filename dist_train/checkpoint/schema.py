@@ -135,10 +135,10 @@ def vocab_state(vocab: SavedVocab) -> dict:
     return dict(vars(vocab))
 
 
-def read_checkpoint(path: Path, job: str | None = None, purpose: str = "") -> RunCheckpoint:
+def read_checkpoint(path: Path, job: str | None = None, purpose: str = "", *, mmap: bool = False) -> RunCheckpoint:
     """A checkpoint file, of any format this program wrote; with ``job``, one of another job is a one-line
-    error saying what it is and that ``purpose`` needs the other."""
-    state = read_file(path)
+    error saying what it is and that ``purpose`` needs the other (``mmap``: see ``read_file``)."""
+    state = read_file(path, mmap=mmap)
     found = state.get("format", 1)
     if not isinstance(found, int) or found > FORMAT:
         raise UserError(

@@ -118,6 +118,9 @@ class DeepSpeedDataParallel:
         self.base_optimizer = optimizer  # what the schedule sets; ZeRO steps it on this replica's partition
         self.optimizer_state_sharded = self.module.optimizer is not optimizer
 
+    def accumulate(self, loss: torch.Tensor) -> None:
+        raise NotImplementedError("train.grad_accum_steps > 1 runs under parallel.engine=ddp (S2SConfig says so)")
+
     def update(self, loss: torch.Tensor) -> torch.Tensor:
         """Backward, all-reduce (or reduce-scatter), clip, step; the gradient norm before clipping."""
         self.module.backward(loss)

@@ -15,6 +15,7 @@ Gradients are averaged across replicas by either engine.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -42,14 +43,27 @@ class TorchEngine:
         self.module, self.optimizer, self.precision = wrap_data_parallel(replica, topology), optimizer, precision
         self.max_grad_norm = max_grad_norm or math.inf
         self.applied = True  # whether the last update was applied (fp16 skips one on overflow)
+        self.accumulating = False  # gradients of earlier batches of this update are waiting
+
+    def accumulate(self, loss: torch.Tensor) -> None:
+        """Backward of a batch that is not its update's last: its gradients add to the others', and are
+        all-reduced with the last one's (DDP's ``no_sync``)."""
+        if not self.accumulating:
+            self.optimizer.zero_grad(set_to_none=True)
+        with self.module.no_sync() if hasattr(self.module, "no_sync") else contextlib.nullcontext():
+            self.precision.backward(loss)
+        self.accumulating = True
 
     def update(self, loss: torch.Tensor) -> torch.Tensor:
-        """Backward, clip, step; the gradient norm before clipping, left on the device.
+        """Backward (added to what ``accumulate`` left), clip, step; the gradient norm before clipping,
+        left on the device.
 
         Whether the norm is finite decides whether the update is applied: that read is the step's one
         host–device synchronisation, and every replica decides alike (the gradients were all-reduced).
         """
-        self.optimizer.zero_grad(set_to_none=True)
+        if not self.accumulating:
+            self.optimizer.zero_grad(set_to_none=True)
+        self.accumulating = False
         self.precision.backward(loss)
         self.precision.unscale(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)

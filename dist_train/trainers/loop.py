@@ -9,6 +9,7 @@ log record says) and its parts (``dist_train.checkpoint.Checkpointable``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ class TrainConfig:
     checkpoint_every_minutes: float = 30.0
     keep_checkpoints: int = 3
     max_skipped_in_a_row: int = 20  # updates skipped in a row (non-finite loss/gradients) before the run stops
+    grad_accum_steps: int = 1  # batches whose gradients add up into one update (s2s; more sentences per update)
+    keep_global_batch: bool = True  # resumed on another replica count: keep the samples per update, or refuse
+    record_samples: bool = False  # append each step's sample ids to RUN_DIR/samples-seen/replica-R.txt (audits)
     precision: Precision = "fp32"
     lstm_precision: LstmPrecision = "auto"  # the LSTM recurrence's (dist_train.models.numerics)
     threads: int = 0  # intra-op threads per process (0: the node's cores ÷ processes on it)
@@ -52,7 +56,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         at_least(self, "train", 0, "max_steps", "max_minutes", note="0: no limit")
         at_least(self, "train", 0, "num_epochs", "checkpoint_every_steps", "checkpoint_every_minutes", "threads")
-        at_least(self, "train", 1, "max_skipped_in_a_row", "log_every", "keep_checkpoints")
+        at_least(self, "train", 1, "max_skipped_in_a_row", "log_every", "keep_checkpoints", "grad_accum_steps")
         if self.num_epochs == 0 and self.max_steps == 0:
             raise ValueError(
                 "train.num_epochs=0 and train.max_steps=0: set one of them (max_steps=0 means no step limit)"
@@ -108,7 +112,7 @@ class Trainer:
         Prometheus) to ``sinks`` once it knows where the run starts."""
         self.train_cfg, self.topology, self.reader, self.run_dir = cfg, topology, reader, run_dir
         self.sinks = Sinks([])
-        self.total_steps = cfg.total_steps(len(reader))
+        self.total_steps = cfg.total_steps(self.steps_per_epoch)
         self.progress = Progress()
         self.clock = StepClock()
         self.deadline = Deadline(cfg.max_minutes)
@@ -138,9 +142,15 @@ class Trainer:
     def step(self) -> int:
         return self.progress.step
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Updates per epoch: the reader's batches, ``grad_accum_steps`` to an update (the last may have fewer)."""
+        return math.ceil(len(self.reader) / self.train_cfg.grad_accum_steps)
+
     # --- what a job supplies ----------------------------------------------------------------
 
-    def train_step(self, batch) -> StepFigures:
+    def train_step(self, batches: list) -> StepFigures:
+        """One update from ``batches`` (``grad_accum_steps`` of them, fewer at an epoch's end)."""
         raise NotImplementedError
 
     def interval_figures(self, totals: dict[str, float], seconds: float, last: StepFigures) -> dict:
@@ -172,7 +182,8 @@ class Trainer:
 
     def replica_resumables(self) -> dict:
         """This replica's own state: its reader's position and its RNGs (a job adds its own generators)."""
-        return {"reader": self.reader, "rng": ProcessRng(self.topology.devices)}
+        rng = ProcessRng(self.topology.devices, self.train_cfg.seed, self.topology.replica_rank)
+        return {"reader": self.reader, "rng": rng}
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -192,18 +203,20 @@ class Trainer:
         self.log.restart()
         stop = self.step >= self.horizon
         while not stop:
-            batches = iter(self.reader)
+            batches, epoch = iter(self.reader), self.reader.epoch
             while not stop:
                 with self.clock.phase("data_wait"):
-                    batch = next(batches, None)
-                if batch is None:
+                    group = list(itertools.islice(batches, self.train_cfg.grad_accum_steps))
+                if not group:
                     break  # the epoch is over
                 with self.clock.phase("compute"):
-                    result = self.train_step(batch)
+                    result = self.train_step(group)
                 self.progress.step += 1
-                values = {**result.values(), "corrupt_samples": batch.corrupt_samples}
+                self.record(epoch, group)
+                corrupt = sum(batch.corrupt_samples for batch in group)
+                values = {**result.values(), "corrupt_samples": corrupt}
                 self.count_skipped(bool(values.get("skipped_steps")))
-                self.log.add(result.summed(), batch.corrupt_samples)
+                self.log.add(result.summed(), corrupt)
                 stop = self.after_step(result)
                 self.sinks.observe_step(self.step, values, {**self.clock.take(), **self.allreduce_seconds()})
         self.progress.train_seconds += time.monotonic() - started
@@ -229,6 +242,16 @@ class Trainer:
         if figures:
             self.sinks.write(self.step, figures)
         return False
+
+    def record(self, epoch: int, group: list) -> None:
+        """With ``train.record_samples``: which samples this replica trained on at this step (one line: the
+        epoch, the step, then the samples' ids in the manifest's order), to audit that each was seen once."""
+        if self.train_cfg.record_samples:
+            folder = self.run_dir / "samples-seen"
+            folder.mkdir(parents=True, exist_ok=True)
+            ids = " ".join(str(i) for batch in group for i in batch.sample_ids.tolist())
+            with open(folder / f"replica-{self.topology.replica_rank}.txt", "a") as out:
+                out.write(f"{epoch} {self.step} {ids}\n")
 
     def count_skipped(self, skipped: bool) -> None:
         """Engines skip an update whose gradients are not finite (the same decision on every replica:
@@ -258,7 +281,7 @@ class Trainer:
         return {
             "replicas_in_sync": all(replicas_agree(m, self.topology) for m in self.modules().values()),
             "steps": self.step,
-            "epochs": round(self.step / len(self.reader), 4),
+            "epochs": round(self.step / self.steps_per_epoch, 4),
             "train_seconds": round(progress.train_seconds, 2),
             "skipped_steps": progress.skipped_steps,
             "corrupt_samples": progress.corrupt_samples,

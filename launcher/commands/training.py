@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from dist_train import distributed, rng
-from dist_train.checkpoint import resolve_resume
+from dist_train.checkpoint import CheckpointFolder, resolve_resume
+from dist_train.checkpoint.elastic import SavedLayout, keep_samples_per_update, saved_layout
 from dist_train.checkpoint.schema import plain_config
 from dist_train.metrics import JsonlSink, ProgressBarSink, start_prometheus
 from dist_train.metrics.prometheus import write_targets
@@ -121,8 +122,11 @@ def run_job(args: argparse.Namespace, job: Job) -> int:
         configure_numerics(tf32=cfg.train.tf32, deterministic=cfg.train.deterministic)
         rng.seed_everything(cfg.train.seed)
         data = job_data(args, job, topology)
+        resume = find_resume(args, job.name, run_dir, topology)
+        if resume is not None:  # on another replica count: as many samples an update as before
+            cfg = keep_samples_per_update(cfg, job.name, resume.layout, topology.num_replicas, resume.path)
         trainer = job.build_trainer(cfg, topology, run_dir, data.train, data.dev)
-        code = run_trainer(args, job.name, cfg, trainer, data.train, threads)
+        code = run_trainer(args, job.name, cfg, trainer, data.train, threads, resume)
     except BaseException:
         distributed.shutdown(finished=False)
         raise
@@ -139,30 +143,52 @@ def job_data(args: argparse.Namespace, job: Job, topology: distributed.Topology)
     return distributed.all_gather_objects(made, topology)[0]
 
 
-def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: Path, threads: int) -> int:
+@dataclass(frozen=True)
+class Resume:
+    path: Path
+    layout: SavedLayout  # how the run that wrote it was laid out
+
+    def describe(self, num_replicas: int) -> dict:
+        """What the log, the start line and the summary say of it."""
+        said = {"resumed_from": self.path.name}
+        if self.layout.num_replicas != num_replicas:
+            said["resumed_on"] = f"{num_replicas} replica(s) from {self.layout.num_replicas} at step {self.layout.step}"
+        return said
+
+
+def find_resume(args: argparse.Namespace, job: str, run_dir: Path, topology) -> Resume | None:
+    """``--resume``'s checkpoint (auto: the newest complete one), once the main process has removed the
+    files of saves that never finished; None to start afresh."""
+    folder = CheckpointFolder(run_dir / "checkpoints")
+    if topology.is_main and (removed := folder.remove_incomplete()):
+        say(f"{job}: removed {len(removed)} incomplete checkpoint file(s) of a save that never finished")
+    path = resolve_resume(args.resume, folder)
+    return None if path is None else Resume(path, saved_layout(path, job))
+
+
+def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: Path, threads: int, resume) -> int:
     """Resume the trainer, record the run (config.json, train.jsonl, progress bar, Prometheus), train,
     print the summary."""
     topology, run_dir, checkpointer = trainer.topology, trainer.run_dir, trainer.checkpointer
     prometheus = start_prometheus(cfg.metrics, topology, job=job, run_dir=run_dir, say=say)
     if prometheus is not None:
         trainer.sinks.sinks.append(prometheus)
-    if topology.is_main and (removed := checkpointer.folder.remove_incomplete()):
-        say(f"{job}: removed {len(removed)} incomplete checkpoint file(s) of a save that never finished")
-    resume_from = resolve_resume(args.resume, checkpointer.folder)
-    if resume_from is not None:
-        checkpointer.resume(resume_from)
+    resumed = {}
+    if resume is not None:
+        checkpointer.resume(resume.path)
+        resumed = resume.describe(topology.num_replicas)
     if topology.is_main:
         checkpointer.folder.check_room(checkpointer.estimated_bytes())
         config = {**plain_config(cfg), "data_dir": str(data)}
         (run_dir / "config.json").write_text(json.dumps(config, indent=1) + "\n")
         say(
-            f"{job}: {topology.num_replicas} replica(s), {threads} thread(s) each, {len(trainer.reader)} steps/epoch, "
-            f"{trainer.total_steps} steps, {trainer.about()}, {trainer.precision.describe()} on "
-            f"{topology.device.type}, run dir {run_dir}" + (f", resumed from {resume_from.name}" if resume_from else "")
+            f"{job}: {topology.num_replicas} replica(s), {threads} thread(s) each, {trainer.steps_per_epoch} "
+            f"steps/epoch, {trainer.total_steps} steps, {trainer.about()}, {trainer.precision.describe()} on "
+            f"{topology.device.type}, run dir {run_dir}"
+            + "".join(f", {k.replace('_', ' ')} {v}" for k, v in resumed.items())
         )
         progress = ProgressBarSink(total=trainer.horizon, initial=trainer.step, desc=job, shown=trainer.shown)
-        began = {"resumed_from": resume_from.name} if resume_from else {}
-        trainer.sinks.sinks += [JsonlSink(run_dir / "train.jsonl", begins_at=trainer.step, note=began), progress]
+        trainer.sinks.sinks += [JsonlSink(run_dir / "train.jsonl", begins_at=trainer.step, note=resumed), progress]
     trainer.stop_signals = StopSignals().install()  # SIGTERM, SIGUSR1, Ctrl-C: checkpoint at the next step, exit 0
     try:
         summary = trainer.train()
@@ -172,5 +198,5 @@ def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: Path, th
         write_targets(run_dir, [])  # the job is over: nothing left to scrape
     if topology.is_main:
         latest = checkpointer.folder.latest()
-        print_summary({"job": job, "run_dir": str(run_dir), "checkpoint": str(latest), **summary})
+        print_summary({"job": job, "run_dir": str(run_dir), "checkpoint": str(latest), **summary, **resumed})
     return 0

@@ -23,7 +23,7 @@ def bench_gan(cfg: GanConfig, data: Path, work_dir: Path, *, steps: int, warmup:
     for i in range(warmup + steps):
         batch = next(batches)
         stopwatch.start()
-        result = trainer.train_step(batch)
+        result = trainer.train_step([batch])
         elapsed = stopwatch.stop()
         trainer.progress.step += 1
         if i >= warmup:

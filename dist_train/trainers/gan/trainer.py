@@ -65,6 +65,10 @@ class GanConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
+    def __post_init__(self) -> None:
+        if self.train.grad_accum_steps != 1:
+            raise ValueError("train.grad_accum_steps: the gan job takes one batch an update (set data.batch_size)")
+
 
 @contextlib.contextmanager
 def frozen(module: nn.Module):
@@ -140,7 +144,10 @@ class NoiseSource:
         if state["device"] == self.device.type:
             self.generator.set_state(state["state"])
         else:
-            self.generator.manual_seed(self.seed + 7919 * self.step())
+            self.restart(self.step())
+
+    def restart(self, step: int) -> None:
+        self.generator.manual_seed(self.seed + 7919 * step)
 
 
 class GanTrainer(Trainer):
@@ -188,7 +195,8 @@ class GanTrainer(Trainer):
 
     # --- the step ---------------------------------------------------------------------------
 
-    def train_step(self, batch: ImageBatch) -> GanStep:
+    def train_step(self, batches: list[ImageBatch]) -> GanStep:
+        (batch,) = batches  # one batch an update: the gan job keeps its images per update through data.batch_size
         lr = self.schedule.apply([self.g_optimizer, self.d_optimizer], self.step)
         real = to_pixels(batch.images.to(self.device, non_blocking=True), self.cfg.model.pixel_range)
         z = self.sample_z(len(real))
@@ -255,7 +263,7 @@ class GanTrainer(Trainer):
     def interval_figures(self, totals: dict[str, float], seconds: float, last: GanStep) -> dict:
         images = max(totals["images"], 1)
         return {
-            "epoch": round(self.step / len(self.reader), 4),
+            "epoch": round(self.step / self.steps_per_epoch, 4),
             "d_loss": round(totals["d_loss_sum"] / images, 5),
             "g_loss": round(totals["g_loss_sum"] / max(totals["g_images"], 1), 5),
             "d_real": round(totals["d_real_sum"] / images, 4),

@@ -46,7 +46,7 @@ def time_breakdown(trainer: S2STrainer, batches, steps: int, devices: tuple[str,
     activities = profiler_activities(devices)
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(steps):
-            trainer.train_step(next(batches))
+            trainer.train_step([next(batches)])
         Stopwatch(devices).stop()  # the last step's kernels finish inside the profile
     events = prof.key_averages()
     figures = {"time_breakdown_ms_per_step": categorised(events, "self_cpu_time_total", steps)}
@@ -79,7 +79,7 @@ def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup:
             wavefront.clock = BusyClock()
         batch = next(batches)
         stopwatch.start()
-        result = trainer.train_step(batch)
+        result = trainer.train_step([batch])
         elapsed = stopwatch.stop()
         if i >= warmup:
             times.append(elapsed)

@@ -62,6 +62,13 @@ class S2SConfig:
     parallel: LayoutConfig = field(default_factory=LayoutConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
+    def __post_init__(self) -> None:
+        if self.train.grad_accum_steps > 1 and self.parallel.engine == "deepspeed":
+            raise ValueError(
+                "train.grad_accum_steps > 1 runs under parallel.engine=ddp (DeepSpeed's own accumulation "
+                "counts micro-steps, which an epoch's last, shorter update would shift)"
+            )
+
 
 def vocab_sizes(cfg: VocabConfig, manifest: dict) -> tuple[int, int]:
     src, tgt = manifest["vocab"]["src"]["size"], manifest["vocab"]["tgt"]["size"]
@@ -127,7 +134,9 @@ class S2STrainer(Trainer):
         self.vocab = saved_vocab(reader.shards, (self.src_vocab_size, self.tgt_vocab_size))
         replica = build_replica(self.build_model(), cfg.parallel, topology)
         self.optimizer = build_optimizer(cfg.optim, replica.parameters())
-        self.schedule = LearningRateSchedule(cfg.optim, steps_per_epoch=len(reader), total_steps=self.total_steps)
+        self.schedule = LearningRateSchedule(
+            cfg.optim, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps
+        )
         self.precision = MixedPrecision(cfg.train.precision, topology.device, cfg.train.lstm_precision)
         self.engine = build_engine(
             cfg.parallel,
@@ -158,18 +167,29 @@ class S2STrainer(Trainer):
     def horizon(self) -> int:
         return self.schedule.horizon
 
-    def train_step(self, batch: TextBatch) -> StepResult:
-        inputs = model_inputs(batch, (self.src_vocab_size, self.tgt_vocab_size), self.topology.device)
+    def train_step(self, batches: list[TextBatch]) -> StepResult:
+        """One update from ``batches`` (``train.grad_accum_steps`` of them): their gradients add up as one
+        batch of all their sentences would give them."""
         lr = self.schedule.apply(self.optimizer, self.step)
-        with self.precision.autocast():
-            loss_sum = self.model(*inputs.as_args()).sum()  # nats over every target token, </s> included
-        # the paper divides the gradient by the batch size, then clips it at norm 5
-        grad_norm = self.engine.update(loss_sum / len(batch))
+        sentences = sum(len(batch) for batch in batches)
+        loss_sum, target_tokens, source_words = 0.0, 0, 0
+        for i, batch in enumerate(batches):
+            inputs = model_inputs(batch, (self.src_vocab_size, self.tgt_vocab_size), self.topology.device)
+            with self.precision.autocast():
+                batch_loss = self.model(*inputs.as_args()).sum()  # nats over every target token, </s> included
+            # the paper divides the gradient by the batch size, then clips it at norm 5
+            if i < len(batches) - 1:
+                self.engine.accumulate(batch_loss / sentences)
+            else:
+                grad_norm = self.engine.update(batch_loss / sentences)
+            loss_sum = loss_sum + batch_loss.detach()
+            target_tokens += inputs.num_targets
+            source_words += int(inputs.src_lengths.sum())  # on the host
         return StepResult(
-            loss_sum=loss_sum.detach(),
-            target_tokens=inputs.num_targets,
-            source_words=int(inputs.src_lengths.sum()),  # on the host
-            sentences=len(batch),
+            loss_sum=loss_sum,
+            target_tokens=target_tokens,
+            source_words=source_words,
+            sentences=sentences,
             grad_norm=grad_norm,
             lr=lr,
             applied=self.engine.applied,
@@ -188,7 +208,7 @@ class S2STrainer(Trainer):
     def interval_figures(self, totals: dict[str, float], seconds: float, last: StepResult) -> dict:
         loss = totals["loss_sum"] / max(totals["target_tokens"], 1)
         return {
-            "epoch": round(self.step / len(self.reader), 4),
+            "epoch": round(self.step / self.steps_per_epoch, 4),
             "loss": round(loss, 5),
             "ppl": round(math.exp(min(loss, 50.0)), 3),
             "lr": last.lr,

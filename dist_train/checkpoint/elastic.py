@@ -1,0 +1,79 @@
+"""Resuming on another number of replicas than the checkpoint was written by (DESIGN.md §6).
+
+What each part does then:
+- the data: the interrupted epoch goes on with the samples no replica has read, planned for the new
+  layout, each exactly once; later epochs are planned for it (``data_shards.plan.Segment``);
+- the samples per update are kept as the run started: the s2s job changes ``train.grad_accum_steps``,
+  the gan job ``data.batch_size``; a count that cannot keep them is refused before anything is built,
+  naming the counts that can (or, with ``train.keep_global_batch=false``, accepted as it is);
+- the optimizer state: whole on every replica under DDP, so nothing changes;
+- randomness: each replica's generators (dropout, the GAN's noise) start afresh from (seed, step,
+  replica), a stream the same for any later resume at that step on that many replicas.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_shards.errors import UserError
+from dist_train.checkpoint.schema import read_checkpoint
+
+
+@dataclass(frozen=True)
+class SavedLayout:
+    """How the run that wrote a checkpoint was laid out."""
+
+    num_replicas: int
+    batch_size: int  # sentences or images per replica and batch (0: by max_tokens)
+    max_tokens: int
+    grad_accum_steps: int
+    step: int
+
+    @property
+    def per_update(self) -> int:
+        """Samples (or, batched by tokens, padded tokens) per update, all replicas together."""
+        return self.num_replicas * (self.batch_size or self.max_tokens) * self.grad_accum_steps
+
+
+def saved_layout(path: Path, job: str) -> SavedLayout:
+    saved = read_checkpoint(path, job, f"resuming {job}", mmap=True)
+    if saved.training is None:
+        raise UserError(path, "holds a model without its training state: nothing to resume")
+    reader, config = saved.training.replicas[0].reader, saved.inference.get("config", {})
+    train, data = config.get("train", {}), config.get("data", {})  # readers of format 1 did not say their batch
+    return SavedLayout(
+        num_replicas=len(saved.training.replicas),
+        batch_size=reader.get("batch_size", data.get("batch_size", 0)),
+        max_tokens=reader.get("max_tokens", data.get("max_tokens", 0)),
+        grad_accum_steps=train.get("grad_accum_steps", 1),
+        step=saved.step,
+    )
+
+
+def keep_samples_per_update(cfg, job: str, saved: SavedLayout, num_replicas: int, path: Path):
+    """``cfg`` changed so that ``num_replicas`` replicas take as many samples an update as ``saved``; the
+    same ``cfg`` when the replica count did not change."""
+    if saved.num_replicas == num_replicas:
+        return cfg
+    per_batch = cfg.data.batch_size or cfg.data.max_tokens
+    if job == "s2s":  # the same batches, more or fewer of them to an update
+        accum, left = divmod(saved.per_update, num_replicas * per_batch)
+        if accum and not left:
+            return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, grad_accum_steps=accum))
+        works = [m for m in range(1, saved.per_update + 1) if saved.per_update % (m * per_batch) == 0]
+    else:  # gan: one batch an update, larger or smaller
+        size, left = divmod(saved.per_update, num_replicas)
+        if not left and not cfg.data.max_tokens:
+            return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=size))
+        works = [m for m in range(1, saved.per_update + 1) if saved.per_update % m == 0]
+    if not cfg.train.keep_global_batch:
+        return cfg
+    nearest = sorted(works, key=lambda m: (abs(m - num_replicas), m))[:4]
+    raise UserError(
+        path,
+        f"was written by {saved.num_replicas} replicas taking {saved.per_update} samples an update, which "
+        f"{num_replicas} replicas cannot keep with whole batches; resume on {', '.join(map(str, sorted(nearest)))} "
+        "replicas, or accept another number with train.keep_global_batch=false",
+    )

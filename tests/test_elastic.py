@@ -1,0 +1,75 @@
+"""Resuming on another number of replicas: every sample of the interrupted epoch once, as many samples
+an update as before, and a refusal naming the counts that keep them when none does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ONE_NODE, finished, run_cli, torchrun, train_log
+
+from data_shards import ShardSet
+
+pytestmark = pytest.mark.slow  # several processes each
+
+
+def seen_in_epoch(run_dir: Path, epoch: int) -> list[int]:
+    """Every sample id the run's replicas trained on in ``epoch`` (``train.record_samples``), repeats kept."""
+    lines = [
+        line.split() for f in (run_dir / "samples-seen").glob("replica-*.txt") for line in f.read_text().splitlines()
+    ]
+    return sorted(int(i) for fields in lines if int(fields[0]) == epoch for i in fields[2:])
+
+
+def one_process(job: str, data: Path, run_dir: Path, *overrides: str) -> dict:
+    result = run_cli(job, "--preset", "tiny", "--data", data, "--run-dir", run_dir, "parallel.device=cpu", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+JOBS = {  # the tiny presets with epochs short enough to cross: (data fixture, overrides)
+    "s2s": ("newstest_small_shards", ("data.batch_size=128", "data.num_workers=1")),
+    "gan": ("mnist_5k_shards", ("data.batch_size=100", "data.num_workers=1")),
+}
+
+
+@pytest.mark.parametrize("job", JOBS)
+@pytest.mark.parametrize("direction", ["2 -> 1", "1 -> 2"])
+def test_stopped_mid_epoch_and_resumed_on_another_replica_count_every_sample_is_seen_once(
+    job, direction, request, tmp_path
+):
+    fixture, overrides = JOBS[job]
+    data = request.getfixturevalue(fixture)
+    per_update = {"s2s": "train.grad_accum_steps=2", "gan": "data.batch_size=200"}[job]  # on 1 replica, as 2 × 1
+    common = (*overrides, "train.num_epochs=1.3", "train.record_samples=true", "log_every=1")
+    run = tmp_path / "run"
+    if direction == "2 -> 1":
+        finished(torchrun(*ONE_NODE, job=job, data=data, run_dir=run, steps=7, overrides=common))
+        summary = one_process(job, data, run, "max_steps=0", *common)
+        replicas = "1 replica(s) from 2 at step 7"
+    else:
+        one_process(job, data, run, "max_steps=7", *common, per_update)
+        summary = finished(torchrun(*ONE_NODE, job=job, data=data, run_dir=run, steps=0, overrides=common))
+        replicas = "2 replica(s) from 1 at step 7"
+    assert summary["resumed_on"] == replicas and summary["resumed_from"] == "step-00000007.pt"
+    assert summary["steps"] > 7 and summary["replicas_in_sync"] is True
+    assert seen_in_epoch(run, 0) == list(range(ShardSet(data).num_samples)), "each sample of the epoch exactly once"
+    began = [r for r in train_log(run) if r.get("attempt_began")]
+    assert began[-1]["resumed_on"] == replicas
+    per_step = {r["step"] for r in train_log(run, "loss" if job == "s2s" else "d_loss")}
+    assert per_step == set(range(1, summary["steps"] + 1)), "every step logged once"
+
+
+def test_a_replica_count_that_cannot_keep_the_samples_per_update_is_refused_naming_those_that_can(
+    newstest_small_shards, tmp_path
+):
+    common = ("data.batch_size=32", "data.num_workers=0", "train.grad_accum_steps=4")
+    one_process("s2s", newstest_small_shards, tmp_path / "run", "max_steps=2", *common)  # 1 × 32 × 4 = 128 an update
+    three = torchrun("--standalone", "--nproc_per_node", "3", data=newstest_small_shards, run_dir=tmp_path / "run",
+                     steps=4, overrides=("data.batch_size=32", "data.num_workers=0"))  # fmt: skip
+    out, err = three.communicate(timeout=300)
+    assert three.returncode != 0
+    assert "was written by 1 replicas taking 128 samples an update, which 3 replicas cannot keep" in err
+    assert "resume on 1, 2, 4 replicas, or accept another number with train.keep_global_batch=false" in err
+    assert err.count("error: ") == 3 and "launcher/main.py" not in err, "one line from each worker, no traceback"

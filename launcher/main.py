@@ -14,6 +14,7 @@ from dist_train.peers import PeerError
 from launcher.commands import (
     bench,
     evaluate_gan,
+    export,
     gan,
     preflight,
     prepare_wmt14,
@@ -35,6 +36,7 @@ JOBS = (
     translate,
     gan,
     evaluate_gan,
+    export,
     train_classifier,
     bench,
     preflight,

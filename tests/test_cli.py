@@ -36,7 +36,7 @@ def one_error_line(result, *fragments):
 def test_help_lists_the_jobs():
     result = run_cli("--help")
     assert result.returncode == 0
-    for job in ("shard-text", "shard-images", "s2s", "gan", "evaluate-gan", "train-classifier", "bench"):
+    for job in ("shard-text", "shard-images", "s2s", "gan", "evaluate-gan", "export", "train-classifier", "bench"):
         assert job in result.stdout
     assert "--max-len-ratio" in run_cli("shard-text", "--help").stdout
 
@@ -186,9 +186,13 @@ def test_device_that_is_not_one_is_a_usage_error(tmp_path):
 def test_gan_samples_and_their_scores_stay_on_the_device(tmp_path):
     """On ``meta`` (a device without data, no GPU needed): a tensor left on the host would fail or show."""
     cfg = GanModelConfig(z_dim=4, g_hidden=8)
-    weights = {"generator": build_gan(cfg, (1, 28, 28))[0].state_dict()}
+    generator, discriminator = build_gan(cfg, (1, 28, 28))
+    weights = {"generator": generator.state_dict(), "generator_ema": generator.state_dict(),
+               "discriminator": discriminator.state_dict()}  # fmt: skip
     inference = {"config": {"model": dataclasses.asdict(cfg)}, "image_shape": [1, 28, 28]}
-    atomic_save(RunCheckpoint(job="gan", weights=weights, inference=inference).to_state(), tmp_path / "g.pt")
+    exported = RunCheckpoint(job="gan", weights=weights, inference=inference).for_inference("bf16")
+    assert set(exported.weights) == {"generator_ema"}, "export keeps the generator that samples, alone"
+    atomic_save(exported.to_state(), tmp_path / "g.pt")
     samples, _ = generate(tmp_path / "g.pt", 1500, seed=0, use_ema=True, device=torch.device("meta"))
     assert samples.device.type == "meta" and samples.shape == (1500, 1, 28, 28)
     host_images = torch.rand(5, 784)

@@ -11,6 +11,7 @@ from conftest import HEADS, WMT, map_sources_for_copying, run_cli
 
 from data_shards import TextBatch
 from data_shards.vocab import BOS_ID, EOS_ID, UNK_ID
+from dist_train.checkpoint import read_checkpoint
 from dist_train.decoding import BeamConfig, Hypothesis, beam_search
 from dist_train.evaluation import bleu
 from dist_train.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -126,6 +127,25 @@ def test_translate_writes_one_line_per_input_line(tiny_checkpoint, tmp_path):
     result = run_cli("translate", "--checkpoint", tiny_checkpoint, "--beam", "2", "--input", source, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.split("\n")) - 1 == len(lines) and result.stdout.split("\n")[1] == ""
+
+
+def test_an_exported_model_holds_no_training_state_and_translates_as_its_checkpoint(tiny_checkpoint, tmp_path):
+    sizes = {}
+    for dtype in ("fp32", "bf16"):
+        result = run_cli("export", "--checkpoint", tiny_checkpoint, "--out", tmp_path / f"{dtype}.pt", "--dtype", dtype)
+        assert result.returncode == 0, result.stderr
+        sizes[dtype] = json.loads(result.stdout.strip().splitlines()[-1])
+        assert sizes[dtype]["bytes"] < sizes[dtype]["checkpoint_bytes"]  # no reader or RNG state (SGD: no moments)
+    assert sizes["bf16"]["bytes"] < 0.6 * sizes["fp32"]["bytes"]
+    exported = read_checkpoint(tmp_path / "fp32.pt", "s2s")
+    assert exported.training is None and set(exported.weights) == {"model"}
+    assert exported.vocab.tokens == read_checkpoint(tiny_checkpoint).vocab.tokens
+    lines = ["The house is small.", "Parliament does not support the amendment."]
+    beam = BeamConfig(beam=2)
+    assert Translator([tmp_path / "fp32.pt"]).translate(lines, beam) == Translator([tiny_checkpoint]).translate(
+        lines, beam
+    )
+    assert len(Translator([tmp_path / "bf16.pt"]).translate(lines, beam)) == 2
 
 
 @pytest.mark.slow

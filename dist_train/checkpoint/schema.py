@@ -30,6 +30,8 @@ from dist_train.checkpoint.files import read_file
 
 FORMAT = 2
 JOBS = {"s2s": "a translation model (s2s)", "gan": "a GAN (gan)", "classifier": "an MNIST classifier"}
+INFERENCE_WEIGHTS = {"s2s": ("model",), "gan": ("generator_ema", "generator"), "classifier": ("model",)}  # first found
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -103,6 +105,13 @@ class RunCheckpoint:
         if name not in self.weights:
             raise KeyError(name)
         return self.weights[name]
+
+    def for_inference(self, dtype: str = "fp32") -> RunCheckpoint:
+        """Only what inference needs: the network it runs (for a gan, the generator that samples: its moving
+        average when there is one), floating-point weights in ``dtype``, and ``inference``; no training state."""
+        name = next(n for n in INFERENCE_WEIGHTS[self.job] if n in self.weights)
+        cast = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in self.weights[name].items()}
+        return RunCheckpoint(job=self.job, weights={name: cast}, inference=self.inference)
 
     # --- the file's dict --------------------------------------------------------------------
 

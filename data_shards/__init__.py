@@ -3,8 +3,9 @@
 from data_shards.batches import ImageBatch, TextBatch
 from data_shards.errors import UserError
 from data_shards.plan import ReaderConfig
-from data_shards.reader import ShardReader, ShardSet
+from data_shards.reader import ShardReader
 from data_shards.shard_images import ShardImagesConfig, shard_images
+from data_shards.shard_set import ShardSet
 from data_shards.shard_text import ShardTextConfig, shard_text
 from data_shards.vocab import Vocab
 

@@ -16,7 +16,7 @@ from data_shards.batches import DECODE
 from data_shards.errors import UserError
 
 if TYPE_CHECKING:
-    from data_shards.reader import ShardSet
+    from data_shards.shard_set import ShardSet
 
 
 class SampleSource:

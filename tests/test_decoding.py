@@ -129,6 +129,7 @@ def test_translate_writes_one_line_per_input_line(tiny_checkpoint, tmp_path):
     assert len(result.stdout.split("\n")) - 1 == len(lines) and result.stdout.split("\n")[1] == ""
 
 
+@pytest.mark.slow
 def test_an_exported_model_holds_no_training_state_and_translates_as_its_checkpoint(tiny_checkpoint, tmp_path):
     sizes = {}
     for dtype in ("fp32", "bf16"):

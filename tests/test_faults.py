@@ -139,6 +139,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_a_process_killed_mid_save_leaves_the_previous_checkpoint_which_the_rerun_resumes(
     newstest_small_shards, tmp_path, capsys
 ):

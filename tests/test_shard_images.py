@@ -91,6 +91,7 @@ def test_image_folder_and_npz(tmp_path, data_root):
     assert labels == [int(r[-1]) for r in rows]
 
 
+@pytest.mark.slow
 def test_image_shards_are_deterministic(tmp_path, data_root):
     path = data_root / "mnist-5k" / "mnist_5k.csv.gz"
     a, b = shard(tmp_path / "a", path), shard(tmp_path / "b", path)

@@ -36,6 +36,7 @@ from dist_train.parallel.data_parallel import unwrap
 from dist_train.parallel.replica import ParallelConfig, build_engine
 from dist_train.precision import MixedPrecision
 from dist_train.trainers.gan.data import image_shape, mean_image, to_pixels
+from dist_train.trainers.gan.noise import NoiseSource
 from dist_train.trainers.gan.samples import SamplesConfig, SampleWriter
 from dist_train.trainers.loop import TrainConfig, Trainer, replica_reader
 
@@ -126,28 +127,6 @@ class GanStep:
             "learning_rate": self.lr,
             "skipped_steps": int(not self.applied),
         }
-
-
-class NoiseSource:
-    """The generator z is drawn from, on the device G runs on, each replica its own (seeded by rank).
-    Its state from another kind of device (a CPU run resumed on a GPU) does not fit: it then starts
-    afresh from its seed and the step the run resumes at (``step()``)."""
-
-    def __init__(self, device: torch.device, seed: int, step) -> None:
-        self.device, self.seed, self.step = device, seed, step
-        self.generator = torch.Generator(device).manual_seed(seed)
-
-    def state_dict(self) -> dict:
-        return {"state": self.generator.get_state(), "device": self.device.type}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["device"] == self.device.type:
-            self.generator.set_state(state["state"])
-        else:
-            self.restart(self.step())
-
-    def restart(self, step: int) -> None:
-        self.generator.manual_seed(self.seed + 7919 * step)
 
 
 class GanTrainer(Trainer):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from data_shards import ReaderConfig, ShardReader, TextBatch
-from data_shards.reader import ShardSet
+from data_shards.shard_set import ShardSet
 from data_shards.vocab import SPECIALS
 from dist_train.checkpoint import SavedVocab
 from dist_train.checkpoint.schema import plain_config, vocab_state

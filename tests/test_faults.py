@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import losses, run_cli
+from conftest import losses, run_cli, tiny_cli, train_log
 from local_cluster import poll
 
 import dist_train.checkpoint.files
@@ -137,6 +137,35 @@ torch.save = stalling_save
 from launcher.main import main
 sys.exit(main(sys.argv[2:]))
 """
+
+
+SLOW_SAVE = """
+import sys, time, torch
+real_save, saves = torch.save, []
+def slow_save(state, f, *args, **kwargs):  # the second save takes 4 seconds longer
+    saves.append(1)
+    if len(saves) == 2:
+        time.sleep(4)
+    return real_save(state, f, *args, **kwargs)
+torch.save = slow_save
+from launcher.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_training_goes_on_while_a_checkpoint_is_written_in_the_background(newstest_small_shards, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["s2s", "--preset", "tiny", "--data", str(newstest_small_shards), "--run-dir", str(run_dir)]
+    args += ["threads=1", "log_every=1", "max_steps=40", "checkpoint_every_steps=4", "keep_checkpoints=20"]
+    job = subprocess.run([sys.executable, "-c", SLOW_SAVE, *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr[-3000:]
+    written = (run_dir / "checkpoints" / "step-00000008.pt").stat().st_mtime  # the slow one
+    logged = {r["step"]: r["time"] for r in train_log(run_dir, "loss")}
+    assert [step for step in range(9, 41) if logged[step] < written], "no step was taken while it was written"
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step-*.pt"))[-1] == "step-00000040.pt"
+    sync = tiny_cli(newstest_small_shards, tmp_path / "sync", "max_steps=4", "train.async_checkpoints=false")
+    assert sync.returncode == 0 and (tmp_path / "sync" / "checkpoints" / "step-00000004.pt").is_file()
 
 
 @pytest.mark.slow

@@ -4,13 +4,22 @@ from the trainer's parts), writing it on the main process, and resuming from one
 The trainer names its parts (``Checkpointable``); every resumable part offers ``state_dict()`` and
 ``load_state_dict()``. Saving is collective: every replica's reader, RNGs and optimizer partitions
 are gathered to the main process, which writes; every replica learns whether that worked.
+
+With ``background`` (``train.async_checkpoints``), the step waits only for a copy of the state into
+host memory; a thread writes it (temporary name, fsync, rename, as ever), at most one write in
+flight. Whether it worked is agreed at the next save, and the run's last save, at the end or on a
+stop signal, is written before the run returns. A process killed mid-write leaves the previous
+checkpoint the newest complete one.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
+
+import torch
 
 from data_shards.errors import UserError
 from dist_train.checkpoint.files import CheckpointFolder
@@ -57,9 +66,12 @@ class Checkpointer:
         *,
         every_steps: int = 0,
         every_minutes: float = 0.0,
+        background: bool = False,
     ) -> None:
         self.folder, self.topology, self.run = folder, topology, run
         self.every_steps, self.every_minutes = every_steps, every_minutes
+        self.writer = BackgroundWriter(folder) if background and topology.is_main else None
+        self.background = background
         self._last_save = time.monotonic()
 
     def due(self, step: int) -> bool:
@@ -89,19 +101,31 @@ class Checkpointer:
         weights = {name: module.state_dict() for name, module in run.modules().items()}
         return RunCheckpoint(job=run.job, weights=weights, inference=run.inference_state(), training=training)
 
-    def save(self) -> Path | None:
-        """The main process writes; every replica learns whether that worked, so that a failed write
-        (a full disk) stops them all with its error instead of leaving them waiting at a collective."""
+    def save(self, *, last: bool = False) -> Path | None:
+        """Collective. The main process writes, in the background unless ``last`` or not ``background``;
+        every replica learns whether the write before worked (and this one, when it is not in the
+        background), so that a failed write (a full disk) stops them all with its error instead of
+        leaving them waiting at a collective."""
+        self.settle()
         saved, path, failure = self.assemble(), None, None
-        if self.topology.is_main:
+        if self.writer is not None and not last:
+            path = self.writer.start(saved.step, on_host(saved.to_state()))  # the step waits for this copy only
+        elif self.topology.is_main:
             try:
                 path = self.folder.save(saved.step, saved.to_state())
             except UserError as err:
                 failure = err
         self._last_save = time.monotonic()
-        if all_reduce_sum([float(failure is not None)], self.topology)[0] > 0:
-            raise failure or UserError(None, f"step {saved.step}: the main process could not write the checkpoint")
+        if not self.background or last:
+            agree_on_failure(failure, self.topology, saved.step)
         return path
+
+    def settle(self) -> None:
+        """Wait for the write in flight, if any; every replica raises its failure (collective when saving
+        in the background)."""
+        if self.background:
+            failure = self.writer.wait() if self.writer is not None else None
+            agree_on_failure(failure, self.topology, None)
 
     def estimated_bytes(self) -> int:
         """About how large a checkpoint is: the trained weights and up to two optimizer slots each (Adam)."""
@@ -162,3 +186,52 @@ class Checkpointer:
                 part.restart(run.progress.step)
             else:  # every replica's reader state says the same: how far the epoch got, and by which layout
                 part.load_state_dict(own[name])
+
+
+def agree_on_failure(failure: BaseException | None, topology: Topology, step: int | None) -> None:
+    """Every replica raises the main process's write failure (collective)."""
+    if all_reduce_sum([float(failure is not None)], topology)[0] > 0:
+        at = f"step {step}" if step is not None else "a checkpoint"
+        raise failure or UserError(None, f"{at}: the main process could not write the checkpoint")
+
+
+def on_host(state):
+    """A copy of ``state`` whose tensors are the host's own: training goes on changing the originals
+    (weights, optimizer moments) in place, and a GPU's are copied out once, here."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: on_host(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(on_host(v) for v in state)
+    return state
+
+
+class BackgroundWriter:
+    """The main process's checkpoint writes in a thread, one at a time. The thread is not a daemon: a
+    process that ends (or fails) while it writes finishes the write first."""
+
+    def __init__(self, folder: CheckpointFolder) -> None:
+        self.folder = folder
+        self._thread: threading.Thread | None = None
+        self._outcome: BaseException | None = None
+
+    def start(self, step: int, state: dict) -> Path:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(step, state), name=f"checkpoint-{step}")
+        self._thread.start()
+        return self.folder.path_for(step)
+
+    def _write(self, step: int, state: dict) -> None:
+        try:
+            self.folder.save(step, state)
+        except BaseException as err:  # handed to the training thread at the next save
+            self._outcome = err
+
+    def wait(self) -> BaseException | None:
+        """The write in flight's failure, once it has ended (None: it worked, or there was none)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        outcome, self._outcome = self._outcome, None
+        return outcome

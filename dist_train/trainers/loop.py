@@ -46,6 +46,7 @@ class TrainConfig:
     grad_accum_steps: int = 1  # batches whose gradients add up into one update (s2s; more sentences per update)
     keep_global_batch: bool = True  # resumed on another replica count: keep the samples per update, or refuse
     record_samples: bool = False  # append each step's sample ids to RUN_DIR/samples-seen/replica-R.txt (audits)
+    async_checkpoints: bool = True  # a save waits only for a copy to host memory; a thread writes it
     precision: Precision = "fp32"
     lstm_precision: LstmPrecision = "auto"  # the LSTM recurrence's (dist_train.models.numerics)
     threads: int = 0  # intra-op threads per process (0: the node's cores ÷ processes on it)
@@ -126,6 +127,7 @@ class Trainer:
             self,
             every_steps=cfg.checkpoint_every_steps,
             every_minutes=cfg.checkpoint_every_minutes,
+            background=cfg.async_checkpoints,
         )
         self.log = IntervalLog(
             cfg.log_every,
@@ -223,7 +225,7 @@ class Trainer:
         self.end_figures = self.evaluator.final(self.step)
         if self.end_figures:
             self.sinks.write(self.step, self.end_figures)
-        self.checkpointer.save()
+        self.checkpointer.save(last=True)
         return self.summary()
 
     def after_step(self, result: StepFigures) -> bool:

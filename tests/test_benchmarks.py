@@ -113,6 +113,16 @@ def test_bench_gan_prints_images_per_second(mnist_5k_shards, mode):
     assert figures["steps"] == 4 and figures["losses_finite"] is True and figures["cpus"] >= 1
 
 
+@pytest.mark.slow
+def test_bench_checkpoint_prints_the_stall_of_a_save_each_way(newstest_small_shards):
+    result = run_cli("bench", "checkpoint", "--preset", "tiny", "--data", newstest_small_shards, "threads=1")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["bench"] == "checkpoint" and figures["saves"] == 3 and figures["checkpoint_bytes"] > 10**5
+    assert 0 < figures["background_stall_s"] and 0 < figures["foreground_stall_s"] and figures["host_copy_s"] > 0
+    assert figures["stall_ratio"] > 0 and figures["step_time_s"] > 0
+
+
 TINY = Seq2SeqConfig(embed_dim=32, hidden_dim=32, num_layers=2, attention=True)
 
 

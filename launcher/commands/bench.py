@@ -16,6 +16,7 @@ from data_shards.bench import bench_data
 from dist_train.trainers.gan.bench import bench_gan
 from dist_train.trainers.gan.trainer import GanConfig
 from dist_train.trainers.s2s.bench import bench_pipeline, bench_s2s
+from dist_train.trainers.s2s.bench_checkpoint import bench_checkpoint
 from dist_train.trainers.s2s.trainer import S2SConfig
 from launcher.commands import performance
 from launcher.commands.bench_scaling import ddp_scaling
@@ -25,7 +26,7 @@ from launcher.default_data import cifar10_test_shards, giga_fren_shards, mnist_s
 from launcher.paths import PROJECT_ROOT, shared_data
 
 NAME = "bench"
-TARGETS = ("data", "s2s", "pipeline", "gan", "all")
+TARGETS = ("data", "s2s", "pipeline", "gan", "checkpoint", "all")
 GAN_PRESETS = ("paper-mnist", "dcgan-32")
 
 
@@ -38,7 +39,10 @@ def add_parser(jobs) -> None:
         "s2s: the trainer's step on real batches (words/s, FLOPs, MFU against the best matmul rate over the "
         "model's own matmul shapes and a few large squares, in the precision in use, on its device). "
         "pipeline: the paper layout's cost (its 8 devices wrapped onto the visible GPUs, or all the CPU). "
-        "gan: the trainer's step (D and G updates) on real images (images/s). all: data, s2s small and "
+        "gan: the trainer's step (D and G updates) on real images (images/s). checkpoint: how long a save stalls "
+        "training, written in the foreground against in the background (train.async_checkpoints), alternating "
+        "on one trainer with --steps training steps after each save (default: preset paper, 3 saves each way). "
+        "all: data, s2s small and "
         "paper, the plain-PyTorch loop against ours, DDP scaling (1 and 2 processes), the paper layout's "
         "pipeline, gan paper-mnist and dcgan-32; then writes --out (docs/PERFORMANCE.md) from their figures.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -98,7 +102,19 @@ def run(args: argparse.Namespace) -> int:
     if args.target == "gan":
         for preset in [args.preset] if args.preset else GAN_PRESETS:
             run_gan(args, data_root, preset)
+    if args.target == "checkpoint":
+        run_checkpoint(args, data_root, args.preset or "paper")
     return 0
+
+
+def run_checkpoint(args: argparse.Namespace, data_root: Path, preset: str) -> dict:
+    cfg = s2s_config(args, preset)
+    data = args.data or giga_fren_shards(data_root, "bench checkpoint")
+    steps = args.steps or 1
+    say(f"bench checkpoint: preset {preset}, 3 saves each way, {steps} training step(s) after each")
+    with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as tmp:
+        figures = bench_checkpoint(cfg, data, Path(tmp), saves=3, steps_between=steps)
+    return report({"bench": "checkpoint", "preset": preset, **figures})
 
 
 def run_all(args: argparse.Namespace, data_root: Path) -> int:

@@ -56,6 +56,8 @@ def test_steps_are_counted_and_timed():
     assert value(sink, "dist_train_step_seconds_count") == 2
     assert value(sink, "dist_train_step_phase_seconds_sum", phase="compute") == pytest.approx(0.4)
     assert value(sink, "dist_train_memory_bytes", kind="rss") > 10e6
+    sink.note_resume(2, 1, 7)  # resumed on 1 replica from 2 at step 7
+    assert value(sink, "dist_train_resumed", from_replicas="2", on_replicas="1", at_step="7") == 1
 
 
 def test_without_a_terminal_the_progress_bar_prints_plain_lines(capsys):

@@ -106,6 +106,13 @@ class PrometheusSink:
             self.memory.labels(**self.labels, kind="device_allocated").set(torch.cuda.memory_allocated(self.device))
             self.memory.labels(**self.labels, kind="device_peak").set(torch.cuda.max_memory_allocated(self.device))
 
+    def note_resume(self, from_replicas: int, on_replicas: int, at_step: int) -> None:
+        """A resumed run says so, and how: ``dist_train_resumed{..., from_replicas, on_replicas, at_step} 1``."""
+        extra = {"from_replicas": str(from_replicas), "on_replicas": str(on_replicas), "at_step": str(at_step)}
+        doc = "1 when this run resumed a checkpoint: written by from_replicas replicas, at at_step"
+        gauge = Gauge(PREFIX + "resumed", doc, [*self.labels, *extra], registry=self.registry)
+        gauge.labels(**self.labels, **extra).set(1)
+
     def write(self, step: int, figures: dict) -> None:
         """The interval's figures that are gauges (losses, norms), as every process received them."""
         for name, value in figures.items():

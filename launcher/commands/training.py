@@ -177,6 +177,8 @@ def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: Path, th
     if resume is not None:
         checkpointer.resume(resume.path)
         resumed = resume.describe(topology.num_replicas)
+        if prometheus is not None:
+            prometheus.note_resume(resume.layout.num_replicas, topology.num_replicas, resume.layout.step)
     if topology.is_main:
         checkpointer.folder.check_room(checkpointer.estimated_bytes())
         config = {**plain_config(cfg), "data_dir": str(data)}

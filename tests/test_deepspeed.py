@@ -4,17 +4,19 @@ processes, and exact resume, including each replica's ZeRO partition of the opti
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ONE_NODE, finished, free_port, losses, tiny_cli, torchrun, train_log
 
 from data_shards.errors import UserError
 from dist_train import PROJECT_ROOT
 from dist_train.checkpoint import read_checkpoint
-from dist_train.parallel.deepspeed_engine import load_config
+from dist_train.parallel.deepspeed_engine import load_config, reshard
 
 JOB = {"batch_size": 32, "num_replicas": 4, "max_grad_norm": 5.0}
 ADAM = ("optim.name=adam", "optim.lr=0.003", "threads=1")  # Adam: an optimizer state to partition
@@ -135,3 +137,54 @@ def test_a_job_starts_under_deepspeeds_own_launcher(newstest_small_shards, tmp_p
     ours = [line for line in result.stdout.splitlines() if line.startswith("{")]  # the launcher logs to stdout too
     assert json.loads(ours[-1])["steps"] == 4 and json.loads(ours[-1])["replicas_in_sync"] is True
     assert "s2s: 2 replica(s)" in result.stderr
+
+
+def test_reshard_joins_the_partitions_and_cuts_them_anew_padding_at_the_end():
+    buffer = torch.arange(1.0, 11.0)  # 10 elements, padded to 12 for 2 replicas (6 each), to 12 for 3 (4 each)
+    two = [torch.cat([buffer[:6]]), torch.cat([buffer[6:], torch.zeros(2)])]
+    assert reshard(two, 12, 0, 1).tolist() == [*buffer.tolist(), 0.0, 0.0]
+    three = [reshard(two, 4, r, 3) for r in range(3)]
+    assert torch.cat(three)[:10].equal(buffer) and reshard(three, 6, 1, 2)[:4].equal(buffer[6:])
+
+
+def finished_with_stderr(process) -> tuple[str, str]:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-3000:]
+    return out, err
+
+
+def moments(saved, field: str) -> torch.Tensor:
+    """A ZeRO checkpoint's Adam moment ``field``, every replica's partition joined in rank order."""
+    return torch.cat([r.optimizers["model"]["optimizer"]["state"][0][field] for r in saved.training.replicas])
+
+
+def zero2_run(data, run_dir, replicas: int, *overrides):
+    """A ZeRO-2 run on ``replicas`` processes with 64 sentences an update."""
+    batch = f"data.batch_size={64 // replicas}"
+    if replicas == 1:
+        result = tiny_cli(data, run_dir, "parallel.device=cpu", *overrides, batch)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stderr
+    _, err = finished_with_stderr(
+        torchrun(*ONE_NODE, data=data, run_dir=run_dir, steps=0, overrides=(*overrides, batch))
+    )
+    return err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
+def test_zero2_resumes_on_another_replica_count_with_its_moments_resharded(
+    newstest_small_shards, tmp_path, before, after
+):
+    common = (*ADAM, *zero(2), "log_every=1", "train.num_epochs=1.3")
+    zero2_run(newstest_small_shards, tmp_path / "before", before, "max_steps=3", *common)
+    stopped = tmp_path / "before" / "checkpoints" / "step-00000003.pt"
+    err = zero2_run(newstest_small_shards, tmp_path / "after", after, "--resume", str(stopped), "max_steps=3", *common)
+    assert f"resumed on {after} replica(s) from {before} at step 3" in err
+    resharded = read_checkpoint(tmp_path / "after" / "checkpoints" / "step-00000003.pt")
+    for field in ("exp_avg", "exp_avg_sq"):
+        old, new = moments(read_checkpoint(stopped), field), moments(resharded, field)
+        size = min(len(old), len(new))  # beyond it, only padding
+        assert new[:size].equal(old[:size]) and not new[size:].any() and not old[size:].any()
+    zero2_run(newstest_small_shards, tmp_path / "after", after, "max_steps=6", *common)
+    assert all(math.isfinite(loss) for loss in losses(tmp_path / "after").values())

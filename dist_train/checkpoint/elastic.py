@@ -6,7 +6,8 @@ What each part does then:
 - the samples per update are kept as the run started: the s2s job changes ``train.grad_accum_steps``,
   the gan job ``data.batch_size``; a count that cannot keep them is refused before anything is built,
   naming the counts that can (or, with ``train.keep_global_batch=false``, accepted as it is);
-- the optimizer state: whole on every replica under DDP, so nothing changes;
+- the optimizer state: whole on every replica under DDP, so nothing changes; ZeRO 1/2's partitions are
+  joined and cut anew for the new count (``DeepSpeedDataParallel.load_resharded_optimizer_state_dicts``);
 - randomness: each replica's generators (dropout, the GAN's noise) start afresh from (seed, step,
   replica), a stream the same for any later resume at that step on that many replicas.
 """
@@ -58,11 +59,15 @@ def keep_samples_per_update(cfg, job: str, saved: SavedLayout, num_replicas: int
     if saved.num_replicas == num_replicas:
         return cfg
     per_batch = cfg.data.batch_size or cfg.data.max_tokens
-    if job == "s2s":  # the same batches, more or fewer of them to an update
+    if num_replicas * per_batch * cfg.train.grad_accum_steps == saved.per_update:
+        return cfg  # kept by the settings given (a larger data.batch_size, say)
+    if job == "s2s" and cfg.parallel.engine == "ddp":  # the same batches, more or fewer of them to an update
         accum, left = divmod(saved.per_update, num_replicas * per_batch)
         if accum and not left:
             return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, grad_accum_steps=accum))
         works = [m for m in range(1, saved.per_update + 1) if saved.per_update % (m * per_batch) == 0]
+    elif job == "s2s":  # DeepSpeed: no accumulation here, so a batch size that keeps it
+        works = [m for m in range(1, saved.per_update + 1) if saved.per_update % m == 0]
     else:  # gan: one batch an update, larger or smaller
         size, left = divmod(saved.per_update, num_replicas)
         if not left and not cfg.data.max_tokens:
@@ -71,9 +76,11 @@ def keep_samples_per_update(cfg, job: str, saved: SavedLayout, num_replicas: int
     if not cfg.train.keep_global_batch:
         return cfg
     nearest = sorted(works, key=lambda m: (abs(m - num_replicas), m))[:4]
+    size, left = divmod(saved.per_update, num_replicas)
+    batch = f", set data.batch_size={size}" if job == "s2s" and not left and not cfg.data.max_tokens else ""
     raise UserError(
         path,
         f"was written by {saved.num_replicas} replicas taking {saved.per_update} samples an update, which "
         f"{num_replicas} replicas cannot keep with whole batches; resume on {', '.join(map(str, sorted(nearest)))} "
-        "replicas, or accept another number with train.keep_global_batch=false",
+        f"replicas{batch}, or accept another number with train.keep_global_batch=false",
     )

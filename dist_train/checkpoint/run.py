@@ -171,14 +171,13 @@ class Checkpointer:
                     f"{'whole' if engine.optimizer_state_sharded else 'sharded by ZeRO'}: "
                     "resume with the same parallel.engine and parallel.deepspeed_config",
                 )
-            if elastic and engine.optimizer_state_sharded:
-                raise UserError(
-                    None,
-                    f"the checkpoint's ZeRO partitions were written by {len(training.replicas)} replicas: "
-                    f"resharding them for {self.topology.num_replicas} is not supported yet; resume on "
-                    f"{len(training.replicas)}",
+            if elastic and engine.optimizer_state_sharded:  # ZeRO: every old partition, cut anew for this count
+                parts = [replica.optimizers[name] for replica in training.replicas]
+                engine.load_resharded_optimizer_state_dicts(
+                    parts, self.topology.replica_rank, self.topology.num_replicas
                 )
-            engine.load_optimizer_state_dict(part)
+            else:
+                engine.load_optimizer_state_dict(part)
         vars(run.progress).update(vars(training.progress))
         own = {"reader": mine.reader, "rng": mine.rng, **mine.job}
         for name, part in run.replica_resumables().items():

@@ -144,6 +144,22 @@ class DeepSpeedDataParallel:
             state["loss_scaler"] = {f: getattr(scaler, f) for f in SCALER_FIELDS if hasattr(scaler, f)}
         return state
 
+    def load_resharded_optimizer_state_dicts(self, parts: list[dict], replica: int, num_replicas: int) -> None:
+        """The partitions other replicas saved (``parts``, one each, in rank order) as this replica's of
+        ``num_replicas``: every per-element tensor of the optimizer's state is joined and cut anew."""
+        first = parts[0]["optimizer"]
+        params = [p for group in self.base_optimizer.param_groups for p in group["params"]]
+        state = {}
+        for index, fields in first["state"].items():
+            size = params[int(index)].numel()
+            state[index] = {
+                field: reshard([p["optimizer"]["state"][index][field] for p in parts], size, replica, num_replicas)
+                if isinstance(value, torch.Tensor) and value.dim() == 1
+                else value
+                for field, value in fields.items()
+            }
+        self.load_optimizer_state_dict({**parts[0], "optimizer": {**first, "state": state}})
+
     def load_optimizer_state_dict(self, state: dict) -> None:
         """After the model's weights are loaded: DeepSpeed's fp32 copies are refreshed from them."""
         if self.optimizer_state_sharded:
@@ -152,6 +168,16 @@ class DeepSpeedDataParallel:
         scaler = getattr(self.module.optimizer, "loss_scaler", None)
         for field, value in state.get("loss_scaler", {}).items():
             setattr(scaler, field, value)
+
+
+def reshard(parts: list[torch.Tensor], size: int, replica: int, num_replicas: int) -> torch.Tensor:
+    """Replica ``replica``'s partition (``size`` elements) of a flat ZeRO buffer that ``parts`` cut evenly
+    between other replicas: DeepSpeed pads the buffer at its end only, so the parts joined are the buffer,
+    and the padding (zero gradients: zero moments) is cut or added at the end."""
+    flat = torch.cat([part.reshape(-1) for part in parts])
+    wanted = size * num_replicas
+    flat = flat[:wanted] if len(flat) >= wanted else torch.cat([flat, flat.new_zeros(wanted - len(flat))])
+    return flat[replica * size : (replica + 1) * size].clone()
 
 
 def _import_deepspeed():

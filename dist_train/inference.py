@@ -26,24 +26,23 @@ def load_model(path: Path, job: str, purpose: str, device: torch.device | str = 
     the file is of another job); for a gan, the generator, its moving average when it has one and
     ``ema``. Loaded on the host, so that only the weights ever reach the device."""
     saved = read_checkpoint(Path(path), job, purpose)
-    model, weights = _BUILDERS[job](saved, ema)
-    model.load_state_dict(saved.module_weights(weights))
+    model = _BUILDERS[job](saved)
+    model.load_state_dict(saved.module_weights(saved.inference_network(moving_average=ema)))
     return Loaded(model.to(device).eval(), saved)
 
 
-def _s2s(saved: RunCheckpoint, ema: bool) -> tuple[nn.Module, str]:
+def _s2s(saved: RunCheckpoint) -> nn.Module:
     tokens = saved.vocab.tokens
     sizes = {"src_vocab_size": len(tokens["src"]), "tgt_vocab_size": len(tokens["tgt"])}
-    return Seq2Seq(Seq2SeqConfig(**saved.model_config), **sizes), "model"
+    return Seq2Seq(Seq2SeqConfig(**saved.model_config), **sizes)
 
 
-def _gan(saved: RunCheckpoint, ema: bool) -> tuple[nn.Module, str]:
-    generator = build_gan(GanModelConfig(**saved.model_config), saved.image_shape)[0]
-    return generator, "generator_ema" if ema and "generator_ema" in saved.weights else "generator"
+def _gan(saved: RunCheckpoint) -> nn.Module:
+    return build_gan(GanModelConfig(**saved.model_config), saved.image_shape)[0]
 
 
-def _classifier(saved: RunCheckpoint, ema: bool) -> tuple[nn.Module, str]:
-    return MnistClassifier(), "model"
+def _classifier(saved: RunCheckpoint) -> nn.Module:
+    return MnistClassifier()
 
 
 _BUILDERS = {"s2s": _s2s, "gan": _gan, "classifier": _classifier}

@@ -106,10 +106,16 @@ class RunCheckpoint:
             raise KeyError(name)
         return self.weights[name]
 
+    def inference_network(self, moving_average: bool = True) -> str:
+        """The network inference runs: the model; for a gan, the generator that samples (its moving average
+        when there is one, unless not ``moving_average``)."""
+        names = [n for n in INFERENCE_WEIGHTS[self.job] if n in self.weights]
+        return names[0] if moving_average else names[-1]
+
     def for_inference(self, dtype: str = "fp32") -> RunCheckpoint:
-        """Only what inference needs: the network it runs (for a gan, the generator that samples: its moving
-        average when there is one), floating-point weights in ``dtype``, and ``inference``; no training state."""
-        name = next(n for n in INFERENCE_WEIGHTS[self.job] if n in self.weights)
+        """Only what inference needs: the network it runs (``inference_network``), floating-point weights in
+        ``dtype``, and ``inference``; no training state."""
+        name = self.inference_network()
         cast = {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in self.weights[name].items()}
         return RunCheckpoint(job=self.job, weights={name: cast}, inference=self.inference)
 

@@ -41,6 +41,8 @@ def test_the_shipped_configs_get_the_jobs_values_where_they_say_auto():
         assert config["bf16"]["enabled"] is (precision == "bf16")
     assert load_config("", precision="fp32", **JOB)["zero_optimization"] == {"stage": 0}
     assert load_config("cluster/deepspeed/zero2-bf16.json", precision="fp32", **JOB)["bf16"]["enabled"] is False
+    accumulating = load_config("cluster/deepspeed/zero2.json", precision="fp32", grad_accum_steps=3, **JOB)
+    assert accumulating["gradient_accumulation_steps"] == 3 and accumulating["train_batch_size"] == 32 * 4 * 3
 
 
 @pytest.mark.parametrize(
@@ -68,8 +70,10 @@ def test_a_missing_config_lists_the_shipped_ones():
 
 @pytest.mark.slow
 def test_zero_0_1_and_2_match_ddp_step_for_step(newstest_small_shards, tmp_path):
-    """Losses and gradient norms (ZeRO 2 measures its own, over the partitioned gradients)."""
+    """Losses and gradient norms (ZeRO 2 measures its own, over the partitioned gradients), two batches
+    accumulated into each update."""
     engines = {"ddp": (), "zero0": zero(0), "zero1": zero(1), "zero2": zero(2)}
+    engines = {name: (*engine, "train.grad_accum_steps=2") for name, engine in engines.items()}
     for pair in (("ddp", "zero0"), ("zero1", "zero2")):  # two runs of 2 processes at a time
         runs = {
             name: torchrun(

@@ -61,13 +61,11 @@ def keep_samples_per_update(cfg, job: str, saved: SavedLayout, num_replicas: int
     per_batch = cfg.data.batch_size or cfg.data.max_tokens
     if num_replicas * per_batch * cfg.train.grad_accum_steps == saved.per_update:
         return cfg  # kept by the settings given (a larger data.batch_size, say)
-    if job == "s2s" and cfg.parallel.engine == "ddp":  # the same batches, more or fewer of them to an update
+    if job == "s2s":  # the same batches, more or fewer of them to an update
         accum, left = divmod(saved.per_update, num_replicas * per_batch)
         if accum and not left:
             return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, grad_accum_steps=accum))
         works = [m for m in range(1, saved.per_update + 1) if saved.per_update % (m * per_batch) == 0]
-    elif job == "s2s":  # DeepSpeed: no accumulation here, so a batch size that keeps it
-        works = [m for m in range(1, saved.per_update + 1) if saved.per_update % m == 0]
     else:  # gan: one batch an update, larger or smaller
         size, left = divmod(saved.per_update, num_replicas)
         if not left and not cfg.data.max_tokens:

@@ -6,9 +6,14 @@ with ZeRO 1/2, the reduce-scatter and the partitioned optimizer step), clipping 
 ``fp16``/``bf16`` section, the half-precision weights and loss scaling.
 
 The JSON file is DeepSpeed's own format. Values this program decides are written ``"auto"`` (or
-left out) and filled in: the micro-batch (``data.batch_size``), the global batch, no gradient
-accumulation, ``gradient_clipping`` (``optim.max_grad_norm``), and ``fp16``/``bf16``
-``enabled`` (true when ``precision`` names it). A value given explicitly must agree with the job.
+left out) and filled in: the micro-batch (``data.batch_size``), ``gradient_accumulation_steps``
+(``train.grad_accum_steps``), the global batch, ``gradient_clipping`` (``optim.max_grad_norm``), and
+``fp16``/``bf16`` ``enabled`` (true when ``precision`` names it). A value given explicitly must agree
+with the job.
+
+Accumulation: the trainer says which backward ends an update (``set_gradient_accumulation_boundary``)
+instead of DeepSpeed counting micro-steps, so an epoch's last, shorter update stays one update; the
+loss comes already divided as the job wants it (``scale_wrt_gas=False``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ def find_config(name: str) -> Path:
     )
 
 
-def load_config(name: str, *, batch_size: int, num_replicas: int, max_grad_norm: float, precision: str) -> dict:
+def load_config(
+    name: str, *, batch_size: int, num_replicas: int, max_grad_norm: float, precision: str, grad_accum_steps: int = 1
+) -> dict:
     """The DeepSpeed config dict for this job: the file's, with the ``"auto"`` values decided."""
     config = STAGE0
     if name:
@@ -52,8 +59,8 @@ def load_config(name: str, *, batch_size: int, num_replicas: int, max_grad_norm:
     config = dict(config)
     decided = {
         "train_micro_batch_size_per_gpu": batch_size,
-        "gradient_accumulation_steps": 1,
-        "train_batch_size": batch_size * num_replicas,
+        "gradient_accumulation_steps": grad_accum_steps,
+        "train_batch_size": batch_size * num_replicas * grad_accum_steps,
         "gradient_clipping": max_grad_norm,
     }
     for key, value in decided.items():
@@ -94,10 +101,12 @@ class DeepSpeedDataParallel:
         config_file: str,
         batch_size: int,
         max_grad_norm: float,
+        grad_accum_steps: int = 1,
     ) -> None:
         config = load_config(
             config_file,
             batch_size=batch_size,
+            grad_accum_steps=grad_accum_steps,
             num_replicas=topology.num_replicas,
             max_grad_norm=max_grad_norm,
             precision=precision.precision,
@@ -119,11 +128,15 @@ class DeepSpeedDataParallel:
         self.optimizer_state_sharded = self.module.optimizer is not optimizer
 
     def accumulate(self, loss: torch.Tensor) -> None:
-        raise NotImplementedError("train.grad_accum_steps > 1 runs under parallel.engine=ddp (S2SConfig says so)")
+        """Backward of a batch that is not an update's last: its gradients are kept (under ZeRO 2, added
+        into this replica's partition), nothing is stepped."""
+        self.module.set_gradient_accumulation_boundary(False)
+        self.module.backward(loss, scale_wrt_gas=False)
 
     def update(self, loss: torch.Tensor) -> torch.Tensor:
         """Backward, all-reduce (or reduce-scatter), clip, step; the gradient norm before clipping."""
-        self.module.backward(loss)
+        self.module.set_gradient_accumulation_boundary(True)
+        self.module.backward(loss, scale_wrt_gas=False)
         if self.optimizer_state_sharded:  # ZeRO measures the partitioned gradients' norm, and its fp16
             self.module.step()  # loss scaler skips non-finite steps; in fp32 ZeRO applies them
             self.applied = self.module.was_step_applied()

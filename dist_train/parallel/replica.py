@@ -101,7 +101,15 @@ def build_replica(model: Seq2Seq, cfg: LayoutConfig, topology: Topology) -> nn.M
 
 
 def build_engine(
-    cfg: ParallelConfig, replica: nn.Module, topology: Topology, optimizer, precision, *, batch_size, max_grad_norm
+    cfg: ParallelConfig,
+    replica: nn.Module,
+    topology: Topology,
+    optimizer,
+    precision,
+    *,
+    batch_size,
+    max_grad_norm,
+    grad_accum_steps=1,
 ):
     """``engine.module(...)`` runs the forward, ``engine.update(loss)`` the rest."""
     if cfg.engine == "deepspeed":
@@ -114,5 +122,6 @@ def build_engine(
             config_file=cfg.deepspeed_config,
             batch_size=batch_size,
             max_grad_norm=max_grad_norm,
+            grad_accum_steps=grad_accum_steps,
         )
     return TorchEngine(replica, topology, optimizer, precision, max_grad_norm=max_grad_norm)

@@ -62,13 +62,6 @@ class S2SConfig:
     parallel: LayoutConfig = field(default_factory=LayoutConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
-    def __post_init__(self) -> None:
-        if self.train.grad_accum_steps > 1 and self.parallel.engine == "deepspeed":
-            raise ValueError(
-                "train.grad_accum_steps > 1 runs under parallel.engine=ddp (DeepSpeed's own accumulation "
-                "counts micro-steps, which an epoch's last, shorter update would shift)"
-            )
-
 
 def vocab_sizes(cfg: VocabConfig, manifest: dict) -> tuple[int, int]:
     src, tgt = manifest["vocab"]["src"]["size"], manifest["vocab"]["tgt"]["size"]
@@ -146,6 +139,7 @@ class S2STrainer(Trainer):
             self.precision,
             batch_size=cfg.data.batch_size,
             max_grad_norm=cfg.optim.max_grad_norm,
+            grad_accum_steps=cfg.train.grad_accum_steps,
         )
         self.model = self.engine.module
         if dev_reader is not None:

@@ -24,6 +24,7 @@ class TextBatch:
     src_text: list[str]  # the pairs' text when the reader has with_text, else empty
     tgt_text: list[str]
     corrupt_samples: int = 0  # planned samples left out as corrupt (ReaderConfig.skip_corrupt)
+    update_samples: int = 0  # samples in this batch's update, all replicas together (data.micro_batches; else 0)
 
     @property
     def num_tokens(self) -> int:
@@ -51,6 +52,7 @@ class ImageBatch:
     labels: torch.Tensor  # (batch,) int64
     sample_ids: torch.Tensor  # (batch,)
     corrupt_samples: int = 0  # planned samples left out as corrupt (ReaderConfig.skip_corrupt)
+    update_samples: int = 0  # samples in this batch's update, all replicas together (data.micro_batches; else 0)
 
     def __len__(self) -> int:
         return len(self.sample_ids)

@@ -18,6 +18,13 @@ The steps, all seeded by (seed, epoch):
      the batches of the pool;
   5. equalize the batch count across replicas.
 
+With ``micro_batches`` G, step 2 cuts the sequence into G *logical streams* whatever the layout, step 5
+equalizes the streams, and the epoch is a sequence of updates, update t taking batch t of every stream.
+Of M replicas (M divides G), replica r reads streams r·G/M … (r+1)·G/M − 1, their batch t in turn for
+update t, its DataLoader worker w every W-th batch of that order. An update's batches are thus the same
+for any M and W: 2 replicas × 1 batch and 1 replica × 2 accumulated batches see the same sentences, and
+a run resumed on another replica count continues the epoch at the same update, with nothing re-planned.
+
 An epoch may be read in segments under different layouts: a run stopped mid-epoch on N replicas
 and resumed on M. ``Segment`` records what the earlier layouts consumed; the rest of the epoch is
 planned for the new layout from the samples none of them consumed, in the epoch's shard order
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_shards.checks import at_least
+from data_shards.errors import UserError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,13 +53,14 @@ class ReaderConfig:
     shuffle_buffer: int = 10_000
     bucket_pool: int = 12_800  # samples sorted by length together (0: no length bucketing)
     num_workers: int = 2  # DataLoader worker processes per replica (0: read in the training process)
+    micro_batches: int = 0  # batches per update, all replicas together, planned alike for any replica count (0: off)
     verify_sha256: bool = True  # check each shard against the manifest when it is loaded
     skip_corrupt: bool = False  # leave out (and count) corrupt shards and samples instead of stopping
     with_text: bool = False  # also deliver each pair's text (TextBatch.src_text/tgt_text); training needs ids only
 
     def __post_init__(self) -> None:
         at_least(self, "data", 0, "batch_size", "max_tokens", note="0: no limit")
-        at_least(self, "data", 0, "bucket_pool", "num_workers")
+        at_least(self, "data", 0, "bucket_pool", "num_workers", "micro_batches")
         at_least(self, "data", 1, "shuffle_buffer")
         if self.batch_size == 0 and self.max_tokens == 0:
             raise ValueError("data.batch_size=0 and data.max_tokens=0: set one of them, or both (0 means no limit)")
@@ -67,20 +76,29 @@ class Segment:
     batch_size: int
     max_tokens: int
     batches_taken: int
+    micro_batches: int = 0
 
-    def layout(self) -> tuple[int, int, int, int]:
-        return self.num_replicas, self.num_workers, self.batch_size, self.max_tokens
+    def layout(self) -> tuple[int, ...]:
+        return self.num_replicas, self.num_workers, self.batch_size, self.max_tokens, self.micro_batches
+
+    def same_updates(self, other: Segment) -> bool:
+        """Whether ``other`` plans the same updates (the same logical streams): only the replica or worker
+        count differs, and the epoch goes on at the same update."""
+        keep = (self.batch_size, self.max_tokens, self.micro_batches)
+        return self.micro_batches > 0 and keep == (other.batch_size, other.max_tokens, other.micro_batches)
 
     def config(self, cfg: ReaderConfig) -> ReaderConfig:
         return dataclasses.replace(cfg, num_workers=self.num_workers, batch_size=self.batch_size,
-                                   max_tokens=self.max_tokens)  # fmt: skip
+                                   max_tokens=self.max_tokens, micro_batches=self.micro_batches)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """``batches[replica][worker]`` is a list of arrays of global sample ids, in yield order."""
+    """``batches[replica][worker]`` is a list of arrays of global sample ids, in yield order. With logical
+    streams, ``update_samples[t]`` is the number of samples update t takes, all replicas together."""
 
     batches: list[list[list[np.ndarray]]]
+    update_samples: np.ndarray | None = None
 
     def order(self, replica: int) -> list[tuple[int, int]]:
         """The (worker, batch index) sequence a DataLoader yields: round-robin, skipping empty ones."""
@@ -123,21 +141,49 @@ def _key(segment: int) -> tuple[int, ...]:
     return (2**32 + segment,) if segment else ()
 
 
+def check_micro_batches(micro_batches: int, num_replicas: int) -> None:
+    """``num_replicas`` must divide ``data.micro_batches``: a one-line error naming the counts that do."""
+    if micro_batches and micro_batches % num_replicas:
+        works = [m for m in range(1, micro_batches + 1) if micro_batches % m == 0]
+        nearest = sorted(sorted(works, key=lambda m: (abs(m - num_replicas), m))[:4])
+        raise UserError(
+            None,
+            f"data.micro_batches={micro_batches} batches an update cannot be shared by {num_replicas} replicas; "
+            f"run on {', '.join(map(str, nearest))} replicas, or change data.micro_batches (a new run)",
+        )
+
+
 def _plan_sequence(sequence: np.ndarray, lengths: np.ndarray, cfg: ReaderConfig, key: tuple, num_replicas: int):
     """Steps 2–5 on ``sequence`` (sample ids in the epoch's shard order)."""
-    if 0 < len(sequence) < num_replicas:
-        raise ValueError(f"{len(sequence)} samples cannot feed {num_replicas} replicas")
     num_workers = max(cfg.num_workers, 1)
-    num_streams = num_replicas * num_workers
+    num_streams = cfg.micro_batches or num_replicas * num_workers
+    if 0 < len(sequence) < num_streams:
+        raise ValueError(f"{len(sequence)} samples cannot feed {num_streams} streams ({num_replicas} replicas)")
+    check_micro_batches(cfg.micro_batches, num_replicas)
     bounds = np.linspace(0, len(sequence), num_streams + 1).round().astype(np.int64)
     streams = []
     for k in range(num_streams):
         stream_rng = np.random.default_rng([*key, k])
         stream = _block_shuffle(sequence[bounds[k] : bounds[k + 1]], cfg, stream_rng)
         streams.append(_bucket(stream, lengths, cfg, stream_rng))
+    if cfg.micro_batches:
+        return _updates(streams, num_replicas, num_workers)
     per_replica = [streams[r * num_workers : (r + 1) * num_workers] for r in range(num_replicas)]
     _equalize(per_replica)
     return EpochPlan(per_replica)
+
+
+def _updates(streams: list[list[np.ndarray]], num_replicas: int, num_workers: int) -> EpochPlan:
+    """Logical streams as updates: equal in length, replica r's share of update t (batch t of each of its
+    streams) at positions t·L … t·L + L − 1 of its order, worker w taking every ``num_workers``-th."""
+    _equalize([[stream] for stream in streams])
+    per_replica, share = [], len(streams) // num_replicas
+    for r in range(num_replicas):
+        mine = streams[r * share : (r + 1) * share]
+        order = [stream[t] for t in range(len(mine[0])) for stream in mine]
+        per_replica.append([order[w::num_workers] for w in range(num_workers)])
+    update_samples = np.array([sum(len(stream[t]) for stream in streams) for t in range(len(streams[0]))])
+    return EpochPlan(per_replica, update_samples)
 
 
 def _block_shuffle(stream: np.ndarray, cfg: ReaderConfig, rng: np.random.Generator) -> np.ndarray:

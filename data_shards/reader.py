@@ -1,7 +1,8 @@
 """The rank-aware, resumable reader that training consumes.
 
 ``ShardReader`` yields one replica's batches of one epoch per iteration, through a DataLoader
-whose workers each read their own stream of the epoch plan (see ``plan.py``). Its
+whose workers each read their own stream of the epoch plan (see ``plan.py``; with
+``micro_batches``, each batch says how many samples its update takes, ``update_samples``). Its
 ``state_dict()`` is (epoch, batches consumed, the layout that read them): after ``load_state_dict``
 in the same layout the reader yields exactly the batches the uninterrupted run would have yielded
 next; in another one (more or fewer replicas or workers, other batch limits) it yields the samples
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from data_shards.batches import COLLATE, as_torch
 from data_shards.errors import UserError
-from data_shards.plan import EpochPlan, ReaderConfig, Segment, plan_epoch
+from data_shards.plan import EpochPlan, ReaderConfig, Segment, check_micro_batches, plan_epoch
 from data_shards.samples import SampleSource
 from data_shards.shard_set import ShardSet
 
@@ -120,6 +121,7 @@ class ShardReader:
     ) -> None:
         if not 0 <= replica_rank < num_replicas:
             raise ValueError(f"replica_rank {replica_rank} is outside 0..{num_replicas - 1}")
+        check_micro_batches(cfg.micro_batches, num_replicas)
         self.folder, self.cfg = Path(folder), cfg
         self.replica_rank, self.num_replicas = replica_rank, num_replicas
         self.pin_memory = pin_memory
@@ -138,6 +140,11 @@ class ShardReader:
     def __len__(self) -> int:
         """Batches per epoch for this replica: the same on every replica."""
         return self.plan().num_batches(self.replica_rank)
+
+    @property
+    def batches_per_update(self) -> int:
+        """With ``micro_batches``, this replica's share of an update's batches (1 otherwise: the trainer decides)."""
+        return self.cfg.micro_batches // self.num_replicas if self.cfg.micro_batches else 1
 
     def _batches(self):
         """(position, batch) from the workers, which stay alive from one epoch to the next."""
@@ -161,13 +168,15 @@ class ShardReader:
 
     def __iter__(self):
         """The rest of the current epoch, in plan order; then the epoch advances."""
-        waiting = {}
+        waiting, update_samples = {}, self.plan().update_samples
         for position, batch in self._batches():
             if isinstance(batch, UserError):
                 raise batch
             waiting[position] = batch
             while self.position in waiting:
                 batch = waiting.pop(self.position)
+                if update_samples is not None:
+                    batch.update_samples = int(update_samples[self.position // self.batches_per_update])
                 self.position += 1
                 yield as_torch(batch)
         if self.position != len(self):
@@ -182,7 +191,9 @@ class ShardReader:
 
     def layout(self, batches_taken: int = 0) -> Segment:
         cfg = self.cfg
-        return Segment(self.num_replicas, cfg.num_workers, cfg.batch_size, cfg.max_tokens, batches_taken)
+        return Segment(
+            self.num_replicas, cfg.num_workers, cfg.batch_size, cfg.max_tokens, batches_taken, cfg.micro_batches
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -205,11 +216,14 @@ class ShardReader:
                 theirs = state.get(key, mine) if key == "order" else state[key]
                 if theirs != mine:
                     raise ValueError(f"cannot resume mid-epoch: reader {key} was {theirs!r}, now {mine!r}")
-        fields = vars(self.layout())
+        fields = {**vars(self.layout()), "micro_batches": 0}  # a state without it was read without it
         theirs = Segment(
             **{k: state.get(k, v) for k, v in fields.items() if k != "batches_taken"}, batches_taken=position
         )
-        if theirs.layout() != self.layout().layout() and position:
+        mine = self.layout()
+        if theirs.same_updates(mine):  # the same updates: go on at the same one, this replica's share of it
+            position = position // (theirs.micro_batches // theirs.num_replicas) * self.batches_per_update
+        elif theirs.layout() != mine.layout() and position:
             earlier, position = (*earlier, theirs), 0  # the rest of the epoch, planned for this layout
         self.epoch, self.position = epoch, position
         self._stream.resumed, self._stream._plan = (epoch, earlier), None

@@ -72,3 +72,19 @@ class ProcessRng:
 
     def load_state_dict(self, state: dict) -> None:
         restore(state, self.devices)
+
+
+class MicroBatchRng:
+    """With ``data.micro_batches``: before each batch of an update, the generators that dropout draws from
+    are seeded from (seed, update, the batch's index among all the update's batches), so an update's masks
+    are the same whichever replica, and however many replicas, take its batches. Without, it does nothing:
+    each replica's generators run on."""
+
+    def __init__(self, seed: int, replica: int, batches_per_update: int, enabled: bool) -> None:
+        self.seed, self.first, self.enabled = seed, replica * batches_per_update, enabled
+
+    def seed_batch(self, update: int, index: int) -> None:
+        """Before this replica's ``index``-th batch of ``update``."""
+        if self.enabled:
+            words = [self.seed, update, self.first + index]
+            torch.manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))

@@ -221,6 +221,7 @@ ZERO_MEANS = {  # every numeric key that takes 0, and what 0 means: any other ke
     "optim.final_momentum": "plain SGD",
     "update.ema_decay": "no EMA generator",
     "data.max_tokens": "no token limit",
+    "data.micro_batches": "each replica plans its own batches",
     "data.seed": "a seed",
     "data.bucket_pool": "no length bucketing",
     "data.num_workers": "read in the training process",

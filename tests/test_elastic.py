@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ONE_NODE, finished, run_cli, torchrun, train_log
+from conftest import ONE_NODE, finished, losses, run_cli, torchrun, train_log
 
 from data_shards import ShardSet
 
@@ -73,3 +73,33 @@ def test_a_replica_count_that_cannot_keep_the_samples_per_update_is_refused_nami
     assert "was written by 1 replicas taking 128 samples an update, which 3 replicas cannot keep" in err
     assert "resume on 1, 2, 4 replicas, or accept another number with train.keep_global_batch=false" in err
     assert err.count("error: ") == 3 and "launcher/main.py" not in err, "one line from each worker, no traceback"
+
+
+def test_with_micro_batches_a_run_stopped_on_2_replicas_and_resumed_on_1_follows_the_uninterrupted_run(
+    newstest_small_shards, tmp_path
+):
+    """data.micro_batches=2: each update takes the same two batches and draws the same dropout masks on
+    2 replicas × 1 batch as on 1 replica × 2 accumulated batches, so the losses after the resume are the
+    uninterrupted run's, up to the order in which gradients are summed."""
+    common = ("data.micro_batches=2", "data.batch_size=32", "data.num_workers=1", "model.dropout=0.3")
+    common += ("train.record_samples=true", "log_every=1")
+    data, straight, stopped = newstest_small_shards, tmp_path / "straight", tmp_path / "stopped"
+    runs = [torchrun(*ONE_NODE, data=data, run_dir=run, steps=steps, overrides=common)
+            for run, steps in ((straight, 6), (stopped, 3))]  # fmt: skip
+    for run in runs:
+        finished(run)
+    summary = one_process("s2s", data, stopped, "max_steps=6", *common)
+    assert summary["resumed_on"] == "1 replica(s) from 2 at step 3" and summary["steps"] == 6
+    assert losses(stopped) == pytest.approx(losses(straight), rel=1e-5, abs=1e-6)
+    assert sorted(losses(stopped)) == list(range(1, 7))
+    assert seen_per_step(stopped) == seen_per_step(straight)
+
+
+def seen_per_step(run_dir: Path) -> dict[int, list[int]]:
+    """The samples each step trained on, all replicas together (``train.record_samples``)."""
+    steps: dict[int, list[int]] = {}
+    for path in (run_dir / "samples-seen").glob("replica-*.txt"):
+        for line in path.read_text().splitlines():
+            _, step, *ids = map(int, line.split())
+            steps.setdefault(step, []).extend(ids)
+    return {step: sorted(ids) for step, ids in steps.items()}

@@ -135,6 +135,42 @@ def test_a_mid_epoch_resume_on_another_layout_reads_every_sample_of_the_epoch_ex
     assert len(readers[0]) == whole.num_batches(0) and readers[0].segments == ()
 
 
+def updates(readers, count: int) -> list[list[int]]:
+    """The next ``count`` updates of ``readers`` (one per replica): each its samples, all replicas' batches."""
+    iterators, share = [iter(reader) for reader in readers], readers[0].batches_per_update
+    taken = [[i for it in iterators for _ in range(share) for i in next(it).sample_ids.tolist()] for _ in range(count)]
+    return [sorted(update) for update in taken]
+
+
+@pytest.mark.parametrize("before, after", [((2, 1), (1, 2)), ((1, 0), (4, 1))])
+def test_micro_batches_plan_the_same_updates_for_any_replica_and_worker_count(newstest_small_shards, before, after):
+    """With data.micro_batches, 2 replicas × 1 batch and 1 replica × 2 batches take the same samples an
+    update, and a run stopped on one layout goes on at the same update on another, to the epoch's end."""
+    cfg = ReaderConfig(batch_size=32, micro_batches=4, seed=3)
+
+    def make(replicas: int, workers: int) -> list[ShardReader]:
+        layout = dataclasses.replace(cfg, num_workers=workers)
+        return [
+            ShardReader(newstest_small_shards, layout, replica_rank=r, num_replicas=replicas) for r in range(replicas)
+        ]
+
+    whole = updates(make(*before), len(make(*before)[0]) // (4 // before[0]))
+    assert sorted(i for update in whole for i in update) == list(range(ShardSet(newstest_small_shards).num_samples))
+    first = make(*before)
+    stopped = updates(first, 3)
+    resumed = make(*after)
+    for reader in resumed:
+        reader.load_state_dict(first[0].state_dict())
+    assert resumed[0].segments == () and resumed[0].position == 3 * resumed[0].batches_per_update
+    assert stopped + updates(resumed, len(whole) - 3) == whole
+    batch = next(iter(make(2, 0)[0]))
+    assert batch.update_samples == 4 * 32 and len(batch) == 32
+    with pytest.raises(
+        UserError, match="micro_batches=4 batches an update cannot be shared by 3 replicas; run on 1, 2, 4 replicas"
+    ):
+        make(3, 0)
+
+
 def test_mid_epoch_resume_refuses_another_order_of_samples(newstest_small_shards):
     reader = ShardReader(newstest_small_shards, ReaderConfig(batch_size=32, num_workers=0))
     next(iter(reader))

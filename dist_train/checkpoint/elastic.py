@@ -6,6 +6,9 @@ What each part does then:
 - the samples per update are kept as the run started: the s2s job changes ``train.grad_accum_steps``,
   the gan job ``data.batch_size``; a count that cannot keep them is refused before anything is built,
   naming the counts that can (or, with ``train.keep_global_batch=false``, accepted as it is);
+- with ``data.micro_batches`` (s2s), nothing changes: the updates are planned alike for any replica
+  count that divides them, the run goes on at the same update, and dropout is drawn per batch of an
+  update (``dist_train.rng.MicroBatchRng``): the uninterrupted run's trajectory, to summation order;
 - the optimizer state: whole on every replica under DDP, so nothing changes; ZeRO 1/2's partitions are
   joined and cut anew for the new count (``DeepSpeedDataParallel.load_resharded_optimizer_state_dicts``);
 - randomness: each replica's generators (dropout, the GAN's noise) start afresh from (seed, step,
@@ -31,11 +34,13 @@ class SavedLayout:
     max_tokens: int
     grad_accum_steps: int
     step: int
+    micro_batches: int = 0  # batches an update, all replicas together, planned alike for any count (0: off)
 
     @property
     def per_update(self) -> int:
         """Samples (or, batched by tokens, padded tokens) per update, all replicas together."""
-        return self.num_replicas * (self.batch_size or self.max_tokens) * self.grad_accum_steps
+        batches = self.micro_batches or self.num_replicas * self.grad_accum_steps
+        return batches * (self.batch_size or self.max_tokens)
 
 
 def saved_layout(path: Path, job: str) -> SavedLayout:
@@ -50,14 +55,15 @@ def saved_layout(path: Path, job: str) -> SavedLayout:
         max_tokens=reader.get("max_tokens", data.get("max_tokens", 0)),
         grad_accum_steps=train.get("grad_accum_steps", 1),
         step=saved.step,
+        micro_batches=reader.get("micro_batches", 0),
     )
 
 
 def keep_samples_per_update(cfg, job: str, saved: SavedLayout, num_replicas: int, path: Path):
     """``cfg`` changed so that ``num_replicas`` replicas take as many samples an update as ``saved``; the
     same ``cfg`` when the replica count did not change."""
-    if saved.num_replicas == num_replicas:
-        return cfg
+    if saved.num_replicas == num_replicas or cfg.data.micro_batches:
+        return cfg  # with micro-batches, the update is the same for any count that divides them (the reader checks)
     per_batch = cfg.data.batch_size or cfg.data.max_tokens
     if num_replicas * per_batch * cfg.train.grad_accum_steps == saved.per_update:
         return cfg  # kept by the settings given (a larger data.batch_size, say)

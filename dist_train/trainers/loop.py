@@ -28,9 +28,10 @@ from dist_train.parallel.data_parallel import allreduce_seconds
 from dist_train.peers import peer_failure
 from dist_train.precision import LstmPrecision, Precision, check_lstm_precision
 from dist_train.preemption import StopSignals
-from dist_train.rng import ProcessRng
+from dist_train.rng import MicroBatchRng, ProcessRng
 from dist_train.trainers.interval_log import IntervalLog
 from dist_train.trainers.meters import Deadline, agree
+from dist_train.trainers.samples_seen import SamplesSeen
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +113,14 @@ class Trainer:
         """``run_dir`` holds the run's checkpoints; the command adds the run's sinks (JSONL, progress,
         Prometheus) to ``sinks`` once it knows where the run starts."""
         self.train_cfg, self.topology, self.reader, self.run_dir = cfg, topology, reader, run_dir
+        if reader.cfg.micro_batches and cfg.grad_accum_steps != 1:
+            raise UserError(
+                None, "data.micro_batches decides the batches an update takes: leave train.grad_accum_steps=1"
+            )
         self.sinks = Sinks([])
+        self.micro_batch_rng = MicroBatchRng(
+            cfg.seed, topology.replica_rank, reader.batches_per_update, enabled=reader.cfg.micro_batches > 0
+        )
         self.total_steps = cfg.total_steps(self.steps_per_epoch)
         self.progress = Progress()
         self.clock = StepClock()
@@ -138,6 +146,7 @@ class Trainer:
             figures=self.interval_figures,
             before=self.before_log,
         )
+        self.samples_seen = SamplesSeen(run_dir, topology.replica_rank, cfg.record_samples)
         self.end_figures: dict = {}
 
     @property
@@ -145,14 +154,19 @@ class Trainer:
         return self.progress.step
 
     @property
+    def batches_per_update(self) -> int:
+        """This replica's batches an update: ``train.grad_accum_steps``, or its share of ``data.micro_batches``."""
+        return self.reader.batches_per_update * self.train_cfg.grad_accum_steps
+
+    @property
     def steps_per_epoch(self) -> int:
-        """Updates per epoch: the reader's batches, ``grad_accum_steps`` to an update (the last may have fewer)."""
-        return math.ceil(len(self.reader) / self.train_cfg.grad_accum_steps)
+        """Updates per epoch: the reader's batches, ``batches_per_update`` to an update (the last may have fewer)."""
+        return math.ceil(len(self.reader) / self.batches_per_update)
 
     # --- what a job supplies ----------------------------------------------------------------
 
     def train_step(self, batches: list) -> StepFigures:
-        """One update from ``batches`` (``grad_accum_steps`` of them, fewer at an epoch's end)."""
+        """One update from ``batches`` (``batches_per_update`` of them, fewer at an epoch's end)."""
         raise NotImplementedError
 
     def interval_figures(self, totals: dict[str, float], seconds: float, last: StepFigures) -> dict:
@@ -208,13 +222,13 @@ class Trainer:
             batches, epoch = iter(self.reader), self.reader.epoch
             while not stop:
                 with self.clock.phase("data_wait"):
-                    group = list(itertools.islice(batches, self.train_cfg.grad_accum_steps))
+                    group = list(itertools.islice(batches, self.batches_per_update))
                 if not group:
                     break  # the epoch is over
                 with self.clock.phase("compute"):
                     result = self.train_step(group)
                 self.progress.step += 1
-                self.record(epoch, group)
+                self.samples_seen.record(epoch, self.step, group)
                 corrupt = sum(batch.corrupt_samples for batch in group)
                 values = {**result.values(), "corrupt_samples": corrupt}
                 self.count_skipped(bool(values.get("skipped_steps")))
@@ -244,16 +258,6 @@ class Trainer:
         if figures:
             self.sinks.write(self.step, figures)
         return False
-
-    def record(self, epoch: int, group: list) -> None:
-        """With ``train.record_samples``: which samples this replica trained on at this step (one line: the
-        epoch, the step, then the samples' ids in the manifest's order), to audit that each was seen once."""
-        if self.train_cfg.record_samples:
-            folder = self.run_dir / "samples-seen"
-            folder.mkdir(parents=True, exist_ok=True)
-            ids = " ".join(str(i) for batch in group for i in batch.sample_ids.tolist())
-            with open(folder / f"replica-{self.topology.replica_rank}.txt", "a") as out:
-                out.write(f"{epoch} {self.step} {ids}\n")
 
     def count_skipped(self, skipped: bool) -> None:
         """Engines skip an update whose gradients are not finite (the same decision on every replica:

@@ -67,8 +67,11 @@ class GanConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
-        if self.train.grad_accum_steps != 1:
-            raise ValueError("train.grad_accum_steps: the gan job takes one batch an update (set data.batch_size)")
+        if self.train.grad_accum_steps != 1 or self.data.micro_batches:
+            raise ValueError(
+                "train.grad_accum_steps and data.micro_batches: the gan job takes one batch an update on each "
+                "replica (set data.batch_size)"
+            )
 
 
 @contextlib.contextmanager

@@ -139,7 +139,7 @@ class S2STrainer(Trainer):
             self.precision,
             batch_size=cfg.data.batch_size,
             max_grad_norm=cfg.optim.max_grad_norm,
-            grad_accum_steps=cfg.train.grad_accum_steps,
+            grad_accum_steps=self.batches_per_update,
         )
         self.model = self.engine.module
         if dev_reader is not None:
@@ -165,10 +165,11 @@ class S2STrainer(Trainer):
         """One update from ``batches`` (``train.grad_accum_steps`` of them): their gradients add up as one
         batch of all their sentences would give them."""
         lr = self.schedule.apply(self.optimizer, self.step)
-        sentences = sum(len(batch) for batch in batches)
+        sentences = self.sentences_per_replica(batches)
         loss_sum, target_tokens, source_words = 0.0, 0, 0
         for i, batch in enumerate(batches):
             inputs = model_inputs(batch, (self.src_vocab_size, self.tgt_vocab_size), self.topology.device)
+            self.micro_batch_rng.seed_batch(self.step + 1, i)
             with self.precision.autocast():
                 batch_loss = self.model(*inputs.as_args()).sum()  # nats over every target token, </s> included
             # the paper divides the gradient by the batch size, then clips it at norm 5
@@ -183,11 +184,18 @@ class S2STrainer(Trainer):
             loss_sum=loss_sum,
             target_tokens=target_tokens,
             source_words=source_words,
-            sentences=sentences,
+            sentences=sum(len(batch) for batch in batches),
             grad_norm=grad_norm,
             lr=lr,
             applied=self.engine.applied,
         )
+
+    def sentences_per_replica(self, batches: list[TextBatch]) -> float:
+        """What the update's summed loss is divided by: this replica's sentences; with ``data.micro_batches``,
+        the update's sentences over the replicas, the same for any replica count (DDP averages the rest)."""
+        if batches[0].update_samples:
+            return batches[0].update_samples / self.topology.num_replicas
+        return sum(len(batch) for batch in batches)
 
     def before_log(self) -> None:
         """With a time budget, the learning rate's decay starts when its share of the budget is left

@@ -67,7 +67,9 @@ def summaries(log: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(slurm, newstest_small_shards, tmp_path):
+def test_preempted_job_checkpoints_requeues_onto_fewer_nodes_and_resumes_without_losing_a_step(
+    slurm, newstest_small_shards, tmp_path
+):
     run_dir, steps = tmp_path / "run", 150
     env = {**slurm, "RUN_DIR": str(run_dir), "SBATCH_OUTPUT": str(tmp_path / "%x-%j.out")}
     submit = [sys.executable, "-m", "launcher.main", "submit", "s2s", "--nodes", "2", "--wait", "--"]
@@ -85,6 +87,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(sl
         poll(lambda: set(slurm_command(env, "sinfo", "-h", "-N", "-o", "%t").split()) == {"idle"}, timeout=120,
              what="both nodes idle")  # fmt: skip
         time.sleep(2)
+        slurm_command(env, "scontrol", "update", f"JobId={job_id}", "NumNodes=1-1", "NumTasks=1")  # onto fewer nodes
         slurm_command(env, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
         out, err = job.communicate(timeout=300)
     finally:
@@ -99,6 +102,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_without_losing_a_step(sl
     assert first["stopped_by_signal"] == "SIGUSR1" and 15 <= stop < steps
     assert first["checkpoint"].endswith(f"step-{stop:08d}.pt")
     assert "restart 1" in text and second["steps"] == steps and "stopped_by_signal" not in second
+    assert second["resumed_on"] == f"1 replica(s) from 2 at step {stop}"  # no flag: the requeue path finds it
     records = train_log(run_dir)
     assert [r["step"] for r in records if "loss" in r] == list(range(1, steps + 1))  # each step once
     assert json.loads(out.strip().splitlines()[-1])["slurm_job_id"] == job_id

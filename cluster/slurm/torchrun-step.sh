@@ -39,7 +39,10 @@ forward() {  # the batch shell alone gets --signal=B:...; the job's processes he
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
-srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \
+# one torchrun per node of this allocation, said explicitly: a job requeued onto fewer nodes
+# (scontrol update NumNodes=...) keeps its first submission's SLURM_NTASKS, which srun would follow
+srun --kill-on-bad-exit=1 --nodes "$SLURM_NNODES" --ntasks "$SLURM_NNODES" --ntasks-per-node 1 \
+  "$PYTHON" -m torch.distributed.run \
   --nnodes "$SLURM_NNODES" --nproc_per_node "$nproc" \
   --rdzv_backend c10d --rdzv_endpoint "$head_addr:$rdzv_port" --rdzv_id "$SLURM_JOB_ID" \
   --signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \

@@ -18,6 +18,7 @@ loss comes already divided as the job wants it (``scale_wrt_gas=False``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -126,6 +127,11 @@ class DeepSpeedDataParallel:
         )
         self.base_optimizer = optimizer  # what the schedule sets; ZeRO steps it on this replica's partition
         self.optimizer_state_sharded = self.module.optimizer is not optimizer
+
+    def batch(self, last: bool):
+        """Around a batch's forward and backward: whether it ends its update (DeepSpeed reduces then)."""
+        self.module.set_gradient_accumulation_boundary(last)
+        return contextlib.nullcontext()
 
     def accumulate(self, loss: torch.Tensor) -> None:
         """Backward of a batch that is not an update's last: its gradients are kept (under ZeRO 2, added

@@ -2,7 +2,9 @@
 
 Both take the same replica (plain, placed or pipelined), the same optimizer and the same loss, so
 the trainer is written once: ``engine.module(...)`` for the forward, ``engine.update(loss)`` for
-everything after it (backward, all-reduce, clipping at ``max_grad_norm``, step), and
+everything after it (backward, all-reduce, clipping at ``max_grad_norm``, step), with
+``engine.accumulate(loss)`` before it for the other batches of an update (each forward and backward
+inside ``engine.batch(last)``), and
 ``engine.optimizer_state_dict()`` for checkpoints: the whole optimizer state, the same on every
 replica, or, where ``engine.optimizer_state_sharded`` (DeepSpeed ZeRO 1/2), each replica's own part.
 Gradients are averaged across replicas by either engine.
@@ -45,13 +47,20 @@ class TorchEngine:
         self.applied = True  # whether the last update was applied (fp16 skips one on overflow)
         self.accumulating = False  # gradients of earlier batches of this update are waiting
 
+    def batch(self, last: bool):
+        """Around a batch's forward and backward: one that is not its update's ``last`` runs under DDP's
+        ``no_sync``, which must cover the forward (DDP arms its all-reduce there), so its gradients are
+        all-reduced once, with the last batch's."""
+        if last or not hasattr(self.module, "no_sync"):
+            return contextlib.nullcontext()
+        return self.module.no_sync()
+
     def accumulate(self, loss: torch.Tensor) -> None:
-        """Backward of a batch that is not its update's last: its gradients add to the others', and are
-        all-reduced with the last one's (DDP's ``no_sync``)."""
+        """Backward of a batch that is not its update's last (inside ``batch(last=False)``): its gradients
+        add to the others'."""
         if not self.accumulating:
             self.optimizer.zero_grad(set_to_none=True)
-        with self.module.no_sync() if hasattr(self.module, "no_sync") else contextlib.nullcontext():
-            self.precision.backward(loss)
+        self.precision.backward(loss)
         self.accumulating = True
 
     def update(self, loss: torch.Tensor) -> torch.Tensor:

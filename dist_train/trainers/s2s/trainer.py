@@ -170,13 +170,15 @@ class S2STrainer(Trainer):
         for i, batch in enumerate(batches):
             inputs = model_inputs(batch, (self.src_vocab_size, self.tgt_vocab_size), self.topology.device)
             self.micro_batch_rng.seed_batch(self.step + 1, i)
-            with self.precision.autocast():
-                batch_loss = self.model(*inputs.as_args()).sum()  # nats over every target token, </s> included
-            # the paper divides the gradient by the batch size, then clips it at norm 5
-            if i < len(batches) - 1:
-                self.engine.accumulate(batch_loss / sentences)
-            else:
-                grad_norm = self.engine.update(batch_loss / sentences)
+            last = i == len(batches) - 1
+            with self.engine.batch(last):
+                with self.precision.autocast():
+                    batch_loss = self.model(*inputs.as_args()).sum()  # nats over every target token, </s> included
+                # the paper divides the gradient by the batch size, then clips it at norm 5
+                if last:
+                    grad_norm = self.engine.update(batch_loss / sentences)
+                else:
+                    self.engine.accumulate(batch_loss / sentences)
             loss_sum = loss_sum + batch_loss.detach()
             target_tokens += inputs.num_targets
             source_words += int(inputs.src_lengths.sum())  # on the host

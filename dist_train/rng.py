@@ -76,15 +76,22 @@ class ProcessRng:
 
 class MicroBatchRng:
     """With ``data.micro_batches``: before each batch of an update, the generators that dropout draws from
-    are seeded from (seed, update, the batch's index among all the update's batches), so an update's masks
-    are the same whichever replica, and however many replicas, take its batches. Without, it does nothing:
-    each replica's generators run on."""
+    are seeded from (seed, update, the batch's index among all the update's batches, a stream number that
+    tells apart a job's uses), so an update's masks are the same whichever replica, and however many
+    replicas, take its batches; ``generator`` gives a job's own draws (the GAN's z) keyed alike. Without,
+    ``seed_batch`` does nothing: each replica's generators run on."""
 
     def __init__(self, seed: int, replica: int, batches_per_update: int, enabled: bool) -> None:
         self.seed, self.first, self.enabled = seed, replica * batches_per_update, enabled
 
-    def seed_batch(self, update: int, index: int) -> None:
+    def seed_batch(self, update: int, index: int, stream: int = 0) -> None:
         """Before this replica's ``index``-th batch of ``update``."""
         if self.enabled:
-            words = [self.seed, update, self.first + index]
-            torch.manual_seed(int(np.random.SeedSequence(words).generate_state(1)[0]))
+            torch.manual_seed(self.key(update, index, stream))
+
+    def generator(self, device: torch.device, update: int, index: int, stream: int) -> torch.Generator:
+        return torch.Generator(device).manual_seed(self.key(update, index, stream))
+
+    def key(self, update: int, index: int, stream: int) -> int:
+        words = [self.seed, update, self.first + index, stream]
+        return int(np.random.SeedSequence(words).generate_state(1)[0])

@@ -15,7 +15,7 @@ from data_shards.errors import UserError
 from dist_train.distributed import Topology
 from dist_train.metrics import MetricsConfig, ProgressBarSink, PrometheusSink
 from dist_train.metrics.prometheus import TARGETS_FILE, targets_files
-from dist_train.trainers.gan.trainer import GanStep
+from dist_train.trainers.gan.step import GanStep
 from launcher.paths import PROJECT_ROOT
 
 LABELS = {"job": "s2s", "node": "n1", "rank": "0", "replica": "0", "run": "r"}

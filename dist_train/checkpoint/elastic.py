@@ -6,9 +6,9 @@ What each part does then:
 - the samples per update are kept as the run started: the s2s job changes ``train.grad_accum_steps``,
   the gan job ``data.batch_size``; a count that cannot keep them is refused before anything is built,
   naming the counts that can (or, with ``train.keep_global_batch=false``, accepted as it is);
-- with ``data.micro_batches`` (s2s), nothing changes: the updates are planned alike for any replica
+- with ``data.micro_batches``, nothing changes: the updates are planned alike for any replica
   count that divides them, the run goes on at the same update, and dropout is drawn per batch of an
-  update (``dist_train.rng.MicroBatchRng``): the uninterrupted run's trajectory, to summation order;
+  update (and the GAN's z: ``dist_train.rng.MicroBatchRng``): the uninterrupted run's trajectory, to summation order;
 - the optimizer state: whole on every replica under DDP, so nothing changes; ZeRO 1/2's partitions are
   joined and cut anew for the new count (``DeepSpeedDataParallel.load_resharded_optimizer_state_dicts``);
 - randomness: each replica's generators (dropout, the GAN's noise) start afresh from (seed, step,

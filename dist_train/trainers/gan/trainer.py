@@ -1,6 +1,7 @@
 """The gan job: Goodfellow et al.'s (2014) adversarial nets, data-parallel across replicas.
 
-A step consumes one minibatch of real images. ``train_step`` is explicit about the two updates:
+A step consumes one minibatch of real images (or this replica's share of ``data.micro_batches``, whose
+gradients add up). ``train_step`` is explicit about the two updates:
 
 - ``joint`` (the released code): one z, one G forward; G's gradient through the D of before this
   step, D's loss ½(BCE(real, 1) + BCE(fake, 0)) on the same fakes; both networks step.
@@ -15,7 +16,6 @@ gradient is computed or all-reduced for it.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from dist_train.precision import MixedPrecision
 from dist_train.trainers.gan.data import image_shape, mean_image, to_pixels
 from dist_train.trainers.gan.noise import NoiseSource
 from dist_train.trainers.gan.samples import SamplesConfig, SampleWriter
+from dist_train.trainers.gan.step import D_DROPOUT, D_NOISE, G_DROPOUT, G_NOISE, GanStep, RealAndFake, frozen, mean
 from dist_train.trainers.loop import TrainConfig, Trainer, replica_reader
 
 
@@ -67,69 +68,11 @@ class GanConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
-        if self.train.grad_accum_steps != 1 or self.data.micro_batches:
+        if self.train.grad_accum_steps != 1:
             raise ValueError(
-                "train.grad_accum_steps and data.micro_batches: the gan job takes one batch an update on each "
-                "replica (set data.batch_size)"
+                "train.grad_accum_steps: the gan job takes one batch an update on each replica (set "
+                "data.batch_size), or its share of data.micro_batches"
             )
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """No parameter gradients for ``module`` inside: G's loss reads D without training it."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
-
-
-class RealAndFake(nn.Module):
-    """D on a real and a fake batch in one forward call: what an engine wraps, so that one forward
-    and one backward carry both halves of D's loss."""
-
-    wraps_module = True  # ``unwrap`` peels it
-
-    def __init__(self, discriminator: nn.Module) -> None:
-        super().__init__()
-        self.module = discriminator
-
-    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.module(real), self.module(fake)
-
-
-@dataclass
-class GanStep:
-    """One step's figures; the losses and D's outputs stay on the device until a logging interval reads them."""
-
-    images: int
-    d_loss: torch.Tensor
-    d_real: torch.Tensor  # mean D(x) on the real images
-    d_fake: torch.Tensor  # mean D(G(z)) on the fakes D was trained on
-    g_loss: torch.Tensor | None  # None on a step without a G update
-    lr: float
-    applied: bool = True  # False when an update was skipped (non-finite gradients, fp16 overflow)
-
-    def summed(self) -> dict[str, float | torch.Tensor]:
-        n, g_updated = self.images, self.g_loss is not None
-        return {
-            "images": n,
-            "d_loss_sum": self.d_loss * n,
-            "d_real_sum": self.d_real * n,
-            "d_fake_sum": self.d_fake * n,
-            "g_loss_sum": self.g_loss * n if g_updated else 0.0,
-            "g_images": n if g_updated else 0,
-        }
-
-    def values(self) -> dict[str, float]:
-        return {
-            "samples": self.images,
-            "images": self.images,
-            "learning_rate": self.lr,
-            "skipped_steps": int(not self.applied),
-        }
 
 
 class GanTrainer(Trainer):
@@ -178,53 +121,80 @@ class GanTrainer(Trainer):
     # --- the step ---------------------------------------------------------------------------
 
     def train_step(self, batches: list[ImageBatch]) -> GanStep:
-        (batch,) = batches  # one batch an update: the gan job keeps its images per update through data.batch_size
+        """One update of D (and of G, in joint mode or every ``d_steps``-th step) from ``batches``: one, or
+        this replica's share of ``data.micro_batches``, whose gradients add up into the update."""
         lr = self.schedule.apply([self.g_optimizer, self.d_optimizer], self.step)
-        real = to_pixels(batch.images.to(self.device, non_blocking=True), self.cfg.model.pixel_range)
-        z = self.sample_z(len(real))
-        if self.cfg.update.mode == "joint":
-            with self.precision.autocast():
-                fake = self.generator(z)
-            g_loss = self.update_generator(fake)  # through D as it was before this step
-            d_loss, d_real, d_fake = self.update_discriminator(real, fake.detach())
-        else:
-            with torch.no_grad(), self.precision.autocast():
-                fake = unwrap(self.generator)(z)
-            d_loss, d_real, d_fake = self.update_discriminator(real, fake)
-            g_loss = None
-            if (self.step + 1) % self.cfg.update.d_steps == 0:
-                with self.precision.autocast():
-                    g_loss = self.update_generator(self.generator(self.sample_z(len(real))))
+        reals = [to_pixels(batch.images.to(self.device, non_blocking=True), self.cfg.model.pixel_range)
+                 for batch in batches]  # fmt: skip
+        weights, last = [self.weight(batch) for batch in batches], len(batches) - 1
+        joint, d_figures, g_losses = self.cfg.update.mode == "joint", [], []
+        for i, (real, weight) in enumerate(zip(reals, weights)):
+            self.micro_batch_rng.seed_batch(self.step + 1, i, D_DROPOUT)
+            z = self.sample_z(len(real), i, D_NOISE)
+            if joint:
+                with self.g_engine.batch(i == last):
+                    with self.precision.autocast():
+                        fake = self.generator(z)
+                    g_losses.append(self.generator_backward(fake, weight, i == last))  # through D before its step
+                fake = fake.detach()
+            else:
+                with torch.no_grad(), self.precision.autocast():
+                    fake = unwrap(self.generator)(z)
+            d_figures.append(self.discriminator_backward(real, fake, weight, i == last))
+        if not joint and (self.step + 1) % self.cfg.update.d_steps == 0:
+            for i, (real, weight) in enumerate(zip(reals, weights)):
+                self.micro_batch_rng.seed_batch(self.step + 1, i, G_DROPOUT)
+                with self.g_engine.batch(i == last):
+                    with self.precision.autocast():
+                        fake = self.generator(self.sample_z(len(real), i, G_NOISE))
+                    g_losses.append(self.generator_backward(fake, weight, i == last))
+        sizes = [len(real) for real in reals]
+        d_loss, d_real, d_fake = (mean(figures, sizes) for figures in zip(*d_figures))
+        g_loss = mean(g_losses, sizes) if g_losses else None
         applied = self.d_engine.applied and (g_loss is None or self.g_engine.applied)
-        return GanStep(len(real), d_loss, d_real, d_fake, g_loss, lr, applied)
+        return GanStep(sum(sizes), d_loss, d_real, d_fake, g_loss, lr, applied)
 
-    def sample_z(self, num: int) -> torch.Tensor:
-        return sample_noise(self.cfg.model, num, self.noise.generator, self.device)
+    def weight(self, batch: ImageBatch) -> float:
+        """What a batch's mean loss is scaled by: 1 for one batch an update; with ``data.micro_batches``, its
+        share of the update's images times the replicas (DDP averages over them)."""
+        if not batch.update_samples:
+            return 1.0
+        return len(batch) * self.topology.num_replicas / batch.update_samples
 
-    def update_discriminator(
-        self, real: torch.Tensor, fake: torch.Tensor
+    def sample_z(self, num: int, index: int, stream: int) -> torch.Tensor:
+        """z for this replica's ``index``-th batch: from its own generator, or, with ``data.micro_batches``,
+        from one keyed by the update and the batch (``MicroBatchRng``)."""
+        rng = self.micro_batch_rng
+        generator = rng.generator(self.device, self.step + 1, index, stream) if rng.enabled else self.noise.generator
+        return sample_noise(self.cfg.model, num, generator, self.device)
+
+    def discriminator_backward(
+        self, real: torch.Tensor, fake: torch.Tensor, weight: float, last: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """½(BCE(D(x), 1) + BCE(D(G(z)), 0)); (loss, mean D(x), mean D(G(z)))."""
-        with self.precision.autocast():
-            real_logits, fake_logits = (x.float() for x in self.discriminator(real, fake))
-        loss = 0.5 * (
-            F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-        )
-        self.d_engine.update(loss)
+        """½(BCE(D(x), 1) + BCE(D(G(z)), 0)); (loss, mean D(x), mean D(G(z))). D steps after the ``last`` batch."""
+        with self.d_engine.batch(last):
+            with self.precision.autocast():
+                real_logits, fake_logits = (x.float() for x in self.discriminator(real, fake))
+            loss = 0.5 * (
+                F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+            )
+            (self.d_engine.update if last else self.d_engine.accumulate)(loss * weight)
         d_real, d_fake = torch.sigmoid(real_logits.detach()).mean(), torch.sigmoid(fake_logits.detach()).mean()
         return loss.detach(), d_real, d_fake
 
-    def update_generator(self, fake: torch.Tensor) -> torch.Tensor:
-        """Non-saturating: −log D(G(z)); minimax: log(1 − D(G(z))). Both through a frozen D."""
+    def generator_backward(self, fake: torch.Tensor, weight: float, last: bool) -> torch.Tensor:
+        """Non-saturating: −log D(G(z)); minimax: log(1 − D(G(z))). Both through a frozen D; G steps after
+        the ``last`` batch (called inside ``g_engine.batch(last)``, with G's forward)."""
         with frozen(unwrap(self.discriminator)) as discriminator, self.precision.autocast():
             logits = discriminator(fake).float()
         if self.cfg.update.g_loss == "non-saturating":
             loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         else:
             loss = -F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
-        self.g_engine.update(loss)
-        self.update_ema()
+        (self.g_engine.update if last else self.g_engine.accumulate)(loss * weight)
+        if last:
+            self.update_ema()
         return loss.detach()
 
     @torch.no_grad()

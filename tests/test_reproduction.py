@@ -114,9 +114,10 @@ def test_the_performance_document_is_built_from_the_benchmark_figures(tmp_path):
     machine = {"cpu_model": "Test CPU", "cpus": 2, "cpu_capability": "AVX2", "torch": "2.13.0", "gpu": None}
     s2s = {"batch_size": 32, "vocab_sizes": [10000, 10000], "precision": "fp32", "threads": 2, "mfu": 0.5}
     results = [
-        {"bench": "data", "read_tokens_per_s": {"1_workers": 1000, "2_workers": 1900}, "shard_workers": 2,
-         "read_pairs_per_s": {"1_workers": 40, "2_workers": 76}, "shard_pairs_per_s": 12.5, "shard_pairs": 400,
-         "read_images_per_s": 5000, **machine},
+        {"bench": "data", "read_tokens_per_s": {"0_workers": 800, "1_workers": 1000, "2_workers": 1900},
+         "read_pairs_per_s": {"0_workers": 30, "1_workers": 40, "2_workers": 76}, "shard_pairs_per_s": 12.5,
+         "shard_pairs": 400, "shard_workers": 2, "read_images_per_s": 5000, "read_logical_streams_tokens_per_s": 1850,
+         "read_by_offset_tokens_per_s": 2500, **machine},
         {"bench": "s2s", "preset": "small", "words_per_s": 4321.0, "step_time_s": 0.5, **s2s, **machine},
         {"bench": "plain_pytorch_s2s", "preset": "small", "words_per_s": 2000.0, "step_time_s": 0.9, "steps": 30,
          **machine},
@@ -125,6 +126,9 @@ def test_the_performance_document_is_built_from_the_benchmark_figures(tmp_path):
          "two_processes_words_per_s": 1500.0, "speedup": 1.5, "efficiency": 0.75, **machine},
         {"bench": "pipeline", "preset": "paper", "plain_step_s": 2.0, "pipelined_step_s": 2.2, "overhead": 0.1,
          "chunk_len": 8, "devices": 8, **machine},
+        {"bench": "checkpoint", "preset": "paper", "checkpoint_bytes": 662_000_000, "foreground_stall_s": 3.5,
+         "background_stall_s": 0.5, "stall_ratio": 0.1429, "host_copy_s": 0.45, "step_time_s": 13.0, "saves": 3,
+         "steps_between": 1, **machine},
         {"bench": "gan", "preset": "paper-mnist", "arch": "paper-mnist", "update_mode": "joint", "batch_size": 100,
          "threads": 2, "images_per_s": 9876.0, "step_time_s": 0.0101, **machine},
     ]  # fmt: skip
@@ -138,6 +142,10 @@ def test_the_performance_document_is_built_from_the_benchmark_figures(tmp_path):
     assert "| paper-mnist | paper-mnist | joint | 100 | 2 | 9,876 | 0.0101 |" in text
     assert "| read, 2 workers | 1,900 | 76 |" in text and "| read, 1 worker | 1,000 | 40 |" in text
     assert "30 timed steps" in text
+    assert "| read, in the training process | 800 | 30 |" in text and "| 1,850 |" in text and "| 2,500 |" in text
+    assert (
+        "(662 MB with" in text and "| written in the background (`train.async_checkpoints`) | 0.500 | 14.3% |" in text
+    )
     assert len((tmp_path / "docs" / "performance.jsonl").read_text().splitlines()) == len(results)
 
 

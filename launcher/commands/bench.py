@@ -127,6 +127,7 @@ def run_all(args: argparse.Namespace, data_root: Path) -> int:
     say("bench all: data-parallel scaling, 1 and 2 processes of the s2s job (small)")
     results.append(report({"bench": "ddp_scaling", **ddp_scaling(giga_fren_shards(data_root, "bench s2s"))}))
     results.append(run_pipeline(args, data_root, "paper"))
+    results.append(run_checkpoint(args, data_root, "paper"))
     results += [run_gan(args, data_root, preset) for preset in GAN_PRESETS]
     performance.write(
         results, args.out, seconds=time.monotonic() - started, command="python -m launcher.main bench all"

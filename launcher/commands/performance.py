@@ -38,6 +38,8 @@ def render(results: list[dict], *, seconds: float, command: str) -> str:
         lines += scaling_table(by[("ddp_scaling", "small")])
     if ("pipeline", "paper") in by:
         lines += pipeline_table(by[("pipeline", "paper")])
+    if ("checkpoint", "paper") in by:
+        lines += checkpoint_table(by[("checkpoint", "paper")])
     lines += gan_table([r for (bench, _), r in by.items() if bench == "gan"])
     if ("data", None) in by:
         lines += reader_table(by[("data", None)])
@@ -133,6 +135,25 @@ def pipeline_table(p: dict) -> list[str]:
         "that separate GPUs give.",
         "",
         *table(["", "step (s)", "overhead"], rows),
+    ]
+
+
+def checkpoint_table(c: dict) -> list[str]:
+    rows = [
+        ["written in the foreground", f"{c['foreground_stall_s']:.3f}", ""],
+        ["written in the background (`train.async_checkpoints`)", f"{c['background_stall_s']:.3f}",
+         f"{c['stall_ratio']:.1%}"],
+    ]  # fmt: skip
+    return [
+        "## Checkpoint stall",
+        "",
+        "`bench checkpoint --preset paper`: a full checkpoint of the paper's model "
+        f"({c['checkpoint_bytes'] / 1e6:,.0f} MB with its optimizer and reader state), saved {c['saves']} times each",
+        f"way, alternating, on one trainer with {c['steps_between']} training step(s) of {c['step_time_s']:.2f} s",
+        "after each save. The stall is the time the training thread spends in a save; in the background that is",
+        f"the copy to host memory ({c['host_copy_s']:.3f} s measured alone) and any wait for the previous write.",
+        "",
+        *table(["", "stall (s)", "of foreground"], rows),
     ]
 
 

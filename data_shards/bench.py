@@ -27,13 +27,16 @@ def time_reader(folder: Path, cfg: ReaderConfig, min_seconds: float) -> dict:
     reader = ShardReader(folder, cfg)
     tokens = samples = 0
     start = time.perf_counter()
-    while True:
-        for batch in reader:
-            samples += len(batch)
-            tokens += batch.num_tokens if hasattr(batch, "num_tokens") else 0
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return {"tokens_per_s": tokens / elapsed, "samples_per_s": samples / elapsed, "epochs": reader.epoch}
+    try:
+        while True:
+            for batch in reader:
+                samples += len(batch)
+                tokens += batch.num_tokens if hasattr(batch, "num_tokens") else 0
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                return {"tokens_per_s": tokens / elapsed, "samples_per_s": samples / elapsed, "epochs": reader.epoch}
+    finally:
+        reader.close()
 
 
 def time_offset_reads(folder: Path, batch_size: int, min_seconds: float, seed: int = 0) -> dict:

@@ -183,6 +183,13 @@ class ShardReader:
             raise RuntimeError(f"reader stopped at batch {self.position} of {len(self)}")
         self.epoch, self.position = self.epoch + 1, 0
 
+    def close(self) -> None:
+        """Stop the worker processes now (they otherwise live as long as the reader): a process that goes on
+        to start other readers' workers would have them inherit these, and warn when they are collected."""
+        if self._loader is not None and getattr(self._loader, "_iterator", None) is not None:
+            self._loader._iterator._shutdown_workers()
+        self._loader = None
+
     @property
     def segments(self) -> tuple[Segment, ...]:
         """What other layouts read of the current epoch before this one took over."""

@@ -4,6 +4,7 @@ run printed (its JSON lines are kept beside it, in docs/performance.jsonl)."""
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -147,11 +148,15 @@ def checkpoint_table(c: dict) -> list[str]:
     return [
         "## Checkpoint stall",
         "",
-        "`bench checkpoint --preset paper`: a full checkpoint of the paper's model "
-        f"({c['checkpoint_bytes'] / 1e6:,.0f} MB with its optimizer and reader state), saved {c['saves']} times each",
-        f"way, alternating, on one trainer with {c['steps_between']} training step(s) of {c['step_time_s']:.2f} s",
-        "after each save. The stall is the time the training thread spends in a save; in the background that is",
-        f"the copy to host memory ({c['host_copy_s']:.3f} s measured alone) and any wait for the previous write.",
+        *textwrap.wrap(
+            "`bench checkpoint --preset paper`: a full checkpoint of the paper's model "
+            f"({c['checkpoint_bytes'] / 1e6:,.0f} MB with its optimizer and reader state), saved {c['saves']} "
+            f"times each way, alternating, on one trainer with {c['steps_between']} training step(s) of "
+            f"{c['step_time_s']:.2f} s after each save. The stall is the time the training thread spends in a "
+            f"save; in the background that is the copy to host memory ({c['host_copy_s']:.3f} s measured alone) "
+            "and any wait for the previous write.",
+            width=100,
+        ),
         "",
         *table(["", "stall (s)", "of foreground"], rows),
     ]

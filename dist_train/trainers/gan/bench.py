@@ -28,6 +28,7 @@ def bench_gan(cfg: GanConfig, data: Path, work_dir: Path, *, steps: int, warmup:
         trainer.progress.step += 1
         if i >= warmup:
             times.append(elapsed)
+    reader.close()  # its workers, before another benchmark forks its own
     step_time = statistics.mean(times)
     return {
         "images_per_s": round(cfg.data.batch_size / step_time, 1),

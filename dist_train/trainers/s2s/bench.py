@@ -92,6 +92,7 @@ def bench_s2s(cfg: S2SConfig, data: Path, work_dir: Path, *, steps: int, warmup:
     if wavefront is not None:
         wavefront.clock = None
     breakdown = time_breakdown(trainer, batches, steps, topology.devices) if profile else {}
+    reader.close()  # its workers, before another benchmark forks its own
     seconds = sum(times)
     peak = s2s_matmul_peak(
         cfg.model,

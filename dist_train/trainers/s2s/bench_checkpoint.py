@@ -42,6 +42,7 @@ def bench_checkpoint(cfg: S2SConfig, data: Path, work_dir: Path, *, saves: int, 
                 trainer.train_step([next(batches)])
                 step_times.append(stopwatch.stop())
     ways["background"].settle()
+    trainer.reader.close()  # its workers, before another benchmark forks its own
     started = time.perf_counter()
     on_host(ways["foreground"].assemble().to_state())
     copy_s = time.perf_counter() - started

@@ -291,3 +291,15 @@ def test_the_reader_pins_batches_only_when_its_consumer_is_a_gpu(newstest_small_
         tensors = (batch.src_tokens, batch.tgt_tokens, batch.src_lengths, batch.tgt_lengths, batch.sample_ids)
         assert all(t.data_ptr() in pinned for t in tensors)
     assert reader._loader.pin_memory
+
+
+def test_close_stops_the_workers_and_a_new_iteration_starts_them_again(newstest_small_shards):
+    reader = ShardReader(newstest_small_shards, ReaderConfig(batch_size=64, num_workers=2))
+    first = next(iter(reader))
+    workers = reader._loader._iterator._workers
+    assert all(w.is_alive() for w in workers)
+    reader.close()
+    assert not any(w.is_alive() for w in workers)
+    reader.load_state_dict({**reader.state_dict(), "position": 0})
+    assert next(iter(reader)).sample_ids.equal(first.sample_ids)
+    reader.close()

@@ -4,7 +4,8 @@ Reads ``<run dir>/train.jsonl`` (the training intervals, dev evaluations and sam
 trainer logged) and ``<run dir>/evaluations.jsonl`` (what ``evaluate`` and ``evaluate-gan`` appended:
 BLEU; Parzen, FCD, class coverage), and writes ``<run dir>/report/``: ``training.png`` (s2s: loss
 and dev perplexity, words/s, learning rate, BLEU; gan: D and G losses, D(x) and D(G(z)), images/s,
-learning rate) and ``report.md``.
+learning rate) and ``report.md``. The papers' figures that ``figures`` drew into
+``<run dir>/report/figures/`` are linked from ``report.md``; ``report`` itself never decodes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ matplotlib.use("Agg")  # files only: no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
 
 from data_shards.errors import UserError  # noqa: E402
+from dist_train.figures import CAPTIONS  # noqa: E402
 
 S2S_EVALUATION = ["step", "bleu", "bleu_tokenized", "bleu_copy_baseline", "perplexity", "beam", "num_sentences"]
 GAN_EVALUATION = ["step", "parzen_ll", "parzen_se", "parzen_sigma", "fcd", "class_coverage"]
@@ -102,7 +104,8 @@ def write_report(run_dir: Path) -> dict:
     plot_panels(panels, plot, f"{run_dir.name}: {'gan' if gan else 's2s'}")
     markdown = out / "report.md"
     markdown.write_text(summary_markdown(run_dir, records, evaluations, gan, out))
-    return {"plot": str(plot), "markdown": str(markdown), "job": "gan" if gan else "s2s"}
+    figures = [str(out / "figures" / f"{stem}.png") for stem in CAPTIONS if (out / "figures" / f"{stem}.png").is_file()]
+    return {"plot": str(plot), "markdown": str(markdown), "job": "gan" if gan else "s2s", "figures": figures}
 
 
 def last(records: list[dict], name: str):
@@ -134,6 +137,7 @@ def summary_markdown(run_dir: Path, records: list[dict], evaluations: list[dict]
         )
         lines += ["", "## Evaluations", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(str(e.get(k, "—")) for k in keys) + " |" for e in evaluations]
+    lines += figures_markdown(out / "figures", out)
     grids = sorted((run_dir / "samples").glob("step-*.png")) if gan else []
     if grids:
         lines += [
@@ -143,3 +147,15 @@ def summary_markdown(run_dir: Path, records: list[dict], evaluations: list[dict]
             f"![samples]({os.path.relpath(grids[-1], out)})",
         ]
     return "\n".join(lines) + "\n"
+
+
+def figures_markdown(folder: Path, out: Path) -> list[str]:
+    """Links to the papers' figures in ``folder`` (what ``figures`` drew), captioned, with their data;
+    nothing when there are none."""
+    lines = []
+    for stem, caption in CAPTIONS.items():
+        png, data = folder / f"{stem}.png", folder / f"{stem}.json"
+        if png.is_file():
+            link = f" ([data]({os.path.relpath(data, out)}))" if data.is_file() else ""
+            lines += ["", f"{caption}{link}", "", f"![{stem}]({os.path.relpath(png, out)})"]
+    return ["", "## The papers' figures", *lines] if lines else []

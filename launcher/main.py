@@ -15,6 +15,7 @@ from launcher.commands import (
     bench,
     evaluate_gan,
     export,
+    figures,
     gan,
     preflight,
     prepare_wmt14,
@@ -42,6 +43,7 @@ JOBS = (
     preflight,
     submit,
     report,
+    figures,
     reproduce,
 )
 

@@ -18,7 +18,8 @@ def add_parser(jobs) -> None:
         description="Read RUN_DIR/train.jsonl and RUN_DIR/evaluations.jsonl (what evaluate and evaluate-gan "
         "append) and write RUN_DIR/report/training.png and report.md: s2s: perplexity (train, dev), words/s, "
         "learning rate, BLEU; gan: D and G losses, D(x) and D(G(z)), images/s, learning rate, Parzen and FCD, "
-        "with the latest sample grid.",
+        "with the latest sample grid. The papers' figures that 'figures' drew into RUN_DIR/report/figures/ are "
+        "linked from report.md (report itself never decodes: run 'figures --checkpoint RUN_DIR' to draw them).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")

@@ -10,11 +10,11 @@ from conftest import run_cli
 from PIL import Image
 
 from launcher.commands import performance, reproduction
-from launcher.commands.reproduce import Study
+from launcher.study.plan import Study
 
 
-def study(tmp_path, seeds=(1, 2)) -> Study:
-    return Study(minutes=2.0, architecture="small", seeds=seeds, test_sentences=50, gan_minutes=3.0,
+def study(tmp_path, seeds=(1, 2), scale="small") -> Study:
+    return Study(scale=scale, minutes=2.0, architecture="small", seeds=seeds, test_sentences=50, gan_minutes=3.0,
                  classifier_epochs=1, work=tmp_path / "work", out=tmp_path / "docs" / "REPRODUCTION.md")  # fmt: skip
 
 
@@ -60,7 +60,7 @@ def fake_results(tmp_path, s: Study) -> dict:
         runs[name] = {"steps": 100 + i, "run_dir": str(run_dir)}
         evaluations[name] = {"bleu": 1.0 + i, "perplexity": 100.0 - i, "num_sentences": 50, "translate_seconds": 3.0}
     for beam in (1, 2, 12):
-        evaluations[f"reversed-2l-seed1-beam{beam}"] = {"bleu": 2.0 + beam / 10, "translate_seconds": float(beam)}
+        evaluations[f"{s.main_run(1)}-beam{beam}"] = {"bleu": 2.0 + beam / 10, "translate_seconds": float(beam)}
     evaluations["ensemble"] = {"bleu": 9.87, "perplexity": 54.32}
     images = []
     for name in ("grid.png", "nearest.png"):
@@ -156,3 +156,12 @@ def test_a_budget_too_small_to_translate_is_said_plainly(tmp_path):
         found["bleu"] = 0.05
     reproduction.write(s, results)
     assert "At 2 minutes per run no model has learned to translate yet" in s.out.read_text()
+
+
+def test_the_paper_scale_document_has_every_depth_and_the_four_layer_model_at_its_centre(tmp_path):
+    s = study(tmp_path, seeds=(1, 2, 3, 4, 5), scale="paper")
+    reproduction.write(s, fake_results(tmp_path, s))
+    text = s.out.read_text()
+    assert "--scale paper" in text and "| plain | " in text and "One checkpoint (reversed-4l-seed1)" in text
+    assert all(f"\n| {layers} | " in text for layers in (1, 2, 3, 4)) and "3 → 4 layers" in text
+    assert "Beam 12. Paper (BLEU)" in text

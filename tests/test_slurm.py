@@ -17,7 +17,8 @@ import pytest
 from conftest import train_log
 from local_cluster import install_or_skip, poll, script, start
 
-from launcher.paths import PROJECT_ROOT
+from data_shards.shard_text import ShardTextConfig, shard_text
+from launcher.paths import PROJECT_ROOT, shared_data
 
 
 def free_ports(count: int) -> int:
@@ -137,3 +138,80 @@ def test_submit_renders_only_the_site_specific_lines(tmp_path):
         ),
     }
     assert command.split()[-3:] == ["--preset", "paper-mnist", "max_minutes=60"]
+
+
+def test_the_paper_study_as_a_slurm_graph_dry_run(tmp_path):
+    """`reproduce --scale paper --submit --dry-run`: every step of the papers' tables, each after what it
+    needs, the training jobs over 4 nodes of 8 GPUs (the s2s job in the paper's 8-GPU layout)."""
+    command = ["reproduce", "--scale", "paper", "--submit", "--dry-run", "--nodes", "4", "--gpus-per-node", "8",
+               "--devices-per-replica", "8", "--work-dir", str(tmp_path / "study")]  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "launcher.main", *command], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    steps = {
+        name: (job, after)
+        for name, job, after in re.findall(r"^## (\S+)  \((\w+); after: (.*)\)$", result.stdout, re.M)
+    }
+    runs = (
+        {f"reversed-{d}l-seed1" for d in (1, 2, 3)} | {f"reversed-4l-seed{k}" for k in range(1, 6)} | {"plain-4l-seed1"}
+    )
+    assert {name for name in steps if name.startswith("train/")} == {f"train/{run}" for run in runs}
+    evaluations = {name for name in steps if name.startswith("evaluate/")}
+    assert {f"evaluate/reversed-4l-seed1-beam{b}" for b in (1, 2, 12)} | {"evaluate/ensemble-5-beam12"} <= evaluations
+    assert {"prepare-wmt14", "data", "gan/train", "gan/classifier", "gan/evaluate", "write"} <= set(steps)
+    sbatch = {name: line for name, line in re.findall(r"^## (\S+) .*?\n(?:.*\n)*?# (sbatch .*)$", result.stdout, re.M)}
+    ensemble = sbatch["evaluate/ensemble-5-beam12"]
+    assert ensemble.count("<train/reversed-4l-seed") == 5 and "--dependency=afterok:" in ensemble
+    assert "<prepare-wmt14>" in sbatch["data"] and "<data>" in sbatch["train/plain-4l-seed1"]
+    assert "--summary-file" in sbatch["train/plain-4l-seed1"] and "--preset paper" in sbatch["train/plain-4l-seed1"]
+    assert "#SBATCH --nodes=4" in result.stdout and "DEVICES_PER_REPLICA=${DEVICES_PER_REPLICA:-8}" in result.stdout
+    assert "DEVICES_PER_REPLICA=${DEVICES_PER_REPLICA:-1}" in result.stdout  # the gan's replica: one GPU
+    assert not (tmp_path / "study").exists(), "a dry run submits and writes nothing"
+
+
+@pytest.mark.slow
+def test_the_tiny_study_runs_as_a_slurm_graph_to_its_document_and_a_second_submit_reruns_nothing(
+    slurm, newstest_small_shards, mnist_5k_shards, tmp_path
+):
+    work, out = tmp_path / "study", tmp_path / "docs" / "REPRODUCTION.md"
+    (work / "shards").mkdir(parents=True)  # the data step reuses shard sets already there: small ones here
+    (work / "shards" / "wmt14-train").symlink_to(newstest_small_shards)
+    (work / "shards" / "mnist-train").symlink_to(mnist_5k_shards)
+    dev = [tmp_path / f"dev.{side}" for side in ("en", "fr")]
+    for path, side in zip(dev, ("en", "fr")):  # 100 pairs of newstest2013: each run's dev perplexity
+        lines = shared_data() / "wmt14-en-fr" / "dev-plain" / f"newstest2013.{side}"
+        path.write_text("".join(lines.read_text().splitlines(keepends=True)[:100]))
+    shard_text(ShardTextConfig(src=(dev[0],), tgt=(dev[1],), out=work / "shards" / "wmt14-dev",
+                               vocab_from=newstest_small_shards, progress=False))  # fmt: skip
+    command = [sys.executable, "-m", "launcher.main", "reproduce", "--scale", "tiny", "--work-dir", str(work),
+               "--out", str(out), "--nodes", "1"]  # fmt: skip
+    first = subprocess.run([*command, "--submit"], cwd=PROJECT_ROOT, env=slurm, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    submitted = json.loads(first.stdout.strip().splitlines()[-1])
+    assert set(submitted["steps"].values()) == {"submitted"} and len(submitted["jobs"]) > 20
+    poll(lambda: out.is_file() or stuck(slurm), timeout=900, what="the study's document")
+    assert out.is_file(), status(command, slurm)
+    text = out.read_text()
+    assert "# Reproduction" in text and "2 → 4 layers" in text and "--scale tiny" in text
+    for figure in ("s2s_states", "s2s_bleu_by", "gan_interpolation"):  # drawn from the study's models, copied beside it
+        assert (
+            f"![{figure}](reproduction/{figure}.png)" in text
+            and (out.parent / "reproduction" / f"{figure}.png").is_file()
+        )
+    assert all(state == "done" for state in status(command, slurm).values())
+    again = subprocess.run([*command, "--submit"], cwd=PROJECT_ROOT, env=slurm, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert set(json.loads(again.stdout.strip().splitlines()[-1])["steps"].values()) == {"done"}
+    assert slurm_command(slurm, "squeue", "-h").strip() == "", "nothing was submitted the second time"
+
+
+def stuck(env) -> bool:
+    """Whether the study can go no further: its queue is empty, or a job ended without its step (Slurm then
+    never starts the jobs after it)."""
+    queue = slurm_command(env, "squeue", "-h", "-o", "%i %r")
+    return not queue.strip() or "DependencyNeverSatisfied" in queue
+
+
+def status(command: list[str], env) -> dict[str, str]:
+    shown = subprocess.run([*command, "--status"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    return dict(line.split(None, 1) for line in shown.stdout.splitlines() if line.strip())

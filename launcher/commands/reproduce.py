@@ -12,187 +12,112 @@ Tested on the first ``--test-sentences`` of newstest2014: perplexity and BLEU (b
 gan (Goodfellow et al.): paper-mnist for ``--gan-minutes``, then evaluate-gan: the Parzen estimate
 on the 10,000 test images, FCD, class coverage, the sample grid and the nearest training images.
 
-Every training run and evaluation is a subprocess of this launcher, kept under ``--work-dir``: what
-is done is reused, so an interrupted reproduce continues where it stopped (delete a run's folder to
-redo it). The work dir records the study's settings: other settings need another ``--work-dir``.
+Every step (the data, each training run and evaluation, the document) is a subprocess of this launcher,
+kept under ``--work-dir`` (``launcher.study``): what is done is reused, so an interrupted reproduce
+continues where it stopped (delete a run's folder to redo it). The work dir records the study's
+settings: other settings need another ``--work-dir``. ``--submit`` runs the same steps as Slurm jobs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from launcher.commands import reproduction
-from launcher.commands.common import say
+from launcher.commands.common import print_summary, say
+from launcher.commands.submit import add_allocation_flags
 from launcher.paths import PROJECT_ROOT
+from launcher.study import slurm
+from launcher.study.plan import ARCHITECTURES, DEFAULTS, SCALES, Study, steps
+from launcher.study.run import run_here, run_step
 
 NAME = "reproduce"
-ARCHITECTURES = {  # --architecture → the s2s job's arguments
-    "small": ("--preset", "small"),
-    "paper": ("--preset", "small", "model.attention=false", "model.copy=false"),  # the paper's, at small's size
-}
-DEPTHS = (1, 2, 4)
-BEAMS = (1, 2, 12)
-
-
-@dataclass(frozen=True)
-class Study:
-    minutes: float  # training minutes per s2s run
-    architecture: str  # a key of ARCHITECTURES
-    seeds: tuple[int, ...]
-    test_sentences: int
-    gan_minutes: float
-    classifier_epochs: int
-    work: Path
-    out: Path
-
-    def s2s_runs(self) -> dict[str, tuple[str, ...]]:
-        """Run name → its overrides: every depth reversed, and 2 layers in plain order, per seed."""
-        runs = {}
-        for seed in self.seeds:
-            for layers in DEPTHS:
-                runs[f"reversed-{layers}l-seed{seed}"] = (f"model.num_layers={layers}", "model.reverse_source=true")
-            runs[f"plain-2l-seed{seed}"] = ("model.num_layers=2", "model.reverse_source=false")
-        return {name: (*overrides, f"train.seed={name.rsplit('seed', 1)[1]}") for name, overrides in runs.items()}
-
-    def settings(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("work", "out")}
-
-    def claim_work_dir(self) -> str:
-        """Record this study's settings in its work dir; what differs from a study already there, if any."""
-        record = self.work / "study.json"
-        mine = json.loads(json.dumps(self.settings()))  # tuples as lists, as read back
-        if record.is_file():
-            theirs = json.loads(record.read_text())
-            return ", ".join(f"{k} {theirs.get(k)} here, {v} asked" for k, v in mine.items() if theirs.get(k) != v)
-        self.work.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(mine) + "\n")
-        return ""
-
-    def budget_minutes(self) -> float:
-        """What the study should take: training, plus ~40% for start-up, evaluation and the classifier."""
-        return 1.4 * (len(self.s2s_runs()) * self.minutes + self.gan_minutes) + 3 * self.classifier_epochs
 
 
 def add_parser(jobs) -> None:
     p = jobs.add_parser(
         NAME,
-        help="re-run the papers' claims at small scale and write docs/REPRODUCTION.md",
-        description=__doc__.split("\n\n")[0] + " Defaults take about 90 minutes on 2 CPU cores; it prints its "
-        "budget first. Runs are kept in --work-dir and reused.",
+        help="re-run the papers' claims (here, or as a graph of Slurm jobs) and write docs/REPRODUCTION.md",
+        description=__doc__.split("\n\n")[0] + " Defaults (--scale small) take about 90 minutes on 2 CPU "
+        "cores; it prints its budget first. Runs are kept in --work-dir and reused. --submit makes every step "
+        "a Slurm job after the jobs it needs; submitted again, it skips what is done and keeps what is queued.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--minutes-per-run", type=float, default=5.0, help="training minutes of each s2s run")
+    p.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        default="small",
+        help="small: the CPU study; paper: the papers' recipes (a cluster); tiny: seconds, for tests",
+    )
+    p.add_argument("--minutes-per-run", type=float, default=None, help="training minutes of each s2s run (0: epochs)")
     p.add_argument(
         "--architecture",
         choices=sorted(ARCHITECTURES),
         default="small",
-        help="small: the small preset (attention, copying); paper: the paper's model (neither) at small's size",
+        help="small scale: small (attention, copying) or paper (the paper's model, neither) at small's size",
     )
-    p.add_argument("--seeds", type=int, default=2, help="seeds per s2s configuration (at least 2: the spread)")
-    p.add_argument("--test-sentences", type=int, default=1000, help="newstest2014 sentences tested (0: all 3003)")
-    p.add_argument("--gan-minutes", type=float, default=20.0, help="training minutes of the GAN")
-    p.add_argument("--classifier-epochs", type=int, default=3, help="the MNIST classifier behind FCD")
+    p.add_argument("--seeds", type=int, default=None, help="seeds of the main configuration (at least 2: the spread)")
+    p.add_argument("--test-sentences", type=int, default=None, help="newstest2014 sentences tested (0: all 3003)")
+    p.add_argument("--gan-minutes", type=float, default=None, help="training minutes of the GAN (0: its epochs)")
+    p.add_argument("--classifier-epochs", type=int, default=None, help="the MNIST classifier behind FCD")
+    p.add_argument(
+        "--data-root", type=Path, default=None, help="raw WMT'14 data the user has (paper: skips the download)"
+    )
     p.add_argument("--work-dir", type=Path, default=PROJECT_ROOT / "runs" / "reproduce")
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "REPRODUCTION.md")
+    graph = p.add_argument_group("Slurm (--submit)")
+    graph.add_argument("--submit", action="store_true", help="submit the study as a graph of Slurm jobs")
+    graph.add_argument("--dry-run", action="store_true", help="with --submit: print the graph and the scripts only")
+    graph.add_argument("--status", action="store_true", help="say where a submitted study stands")
+    add_allocation_flags(graph)
+    p.add_argument("--run-step", default=None, metavar="NAME", help=argparse.SUPPRESS)  # a Slurm step's own
     p.set_defaults(run=run, parser=p)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.seeds < 2 or args.minutes_per_run <= 0 or args.gan_minutes <= 0 or args.test_sentences < 0:
-        args.parser.error("--seeds must be at least 2, the minutes positive, --test-sentences >= 0")
-    study = Study(
-        minutes=args.minutes_per_run,
+def study_of(args: argparse.Namespace) -> Study:
+    given = {"seeds": args.seeds, "minutes": args.minutes_per_run, "test_sentences": args.test_sentences,
+             "gan_minutes": args.gan_minutes, "classifier_epochs": args.classifier_epochs}  # fmt: skip
+    values = {k: DEFAULTS[args.scale][k] if v is None else v for k, v in given.items()}
+    if values["seeds"] < 2 or values["minutes"] < 0 or values["gan_minutes"] < 0 or values["test_sentences"] < 0:
+        args.parser.error("--seeds must be at least 2, the minutes and --test-sentences >= 0")
+    if args.scale == "small" and not (values["minutes"] and values["gan_minutes"]):
+        args.parser.error("--scale small times its runs: --minutes-per-run and --gan-minutes must be positive")
+    return Study(
+        scale=args.scale,
         architecture=args.architecture,
-        seeds=tuple(range(1, args.seeds + 1)),
-        test_sentences=args.test_sentences,
-        gan_minutes=args.gan_minutes,
-        classifier_epochs=args.classifier_epochs,
+        seeds=tuple(range(1, values.pop("seeds") + 1)),
+        **values,
         work=args.work_dir,
         out=args.out,
+        data_root=args.data_root,
     )
-    if mismatch := study.claim_work_dir():
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.run_step:  # inside a step's Slurm job: the study is the one its work dir records
+        study = Study.of_work_dir(args.work_dir)
+        step = next((s for s in steps(study) if s.name == args.run_step), None)
+        if step is None:
+            args.parser.error(f"no step {args.run_step!r} in the study of {args.work_dir}")
+        print_summary({"step": step.name, **run_step(study, step)})
+        return 0
+    if args.dry_run and not args.submit:
+        args.parser.error("--dry-run shows what --submit would submit: give both")
+    study = study_of(args)
+    if args.status:
+        states = slurm.status(study)
+        for name, state in states.items():
+            print(f"{name:40s} {state}")
+        return 0
+    if not args.dry_run and (mismatch := study.claim_work_dir()):
         args.parser.error(f"{study.work} holds a study with other settings ({mismatch}): pass another --work-dir")
+    if args.submit:
+        print_summary({"study": str(study.work), **slurm.submit(study, args)})
+        return 0
     started = time.monotonic()
-    say(
-        f"{NAME}: {len(study.s2s_runs())} s2s runs of {study.minutes:g} min, a GAN of {study.gan_minutes:g} min: "
-        f"about {study.budget_minutes():.0f} minutes; work in {study.work}"
-    )
-    results = {"s2s": train_s2s(study), "gan": train_gan(study)}
-    results["evaluations"] = evaluate_s2s(study)
-    reproduction.write(study, results)
+    budget = f"about {study.budget_minutes():.0f} minutes" if study.budget_minutes() else "the recipes' epochs"
+    say(f"{NAME}: {len(study.s2s_runs())} s2s runs, a GAN, their evaluations: {budget}; work in {study.work}")
+    run_here(study)
     say(f"{NAME}: wrote {study.out}; this invocation took {(time.monotonic() - started) / 60:.1f} minutes")
+    print_summary({"study": str(study.work), "written": str(study.out)})
     return 0
-
-
-def launcher_json(args: list[str], record: Path) -> dict:
-    """Run ``python -m launcher.main ARGS`` unless ``record`` holds its summary already; its output
-    goes to ``record``'s .log, its summary line (with ``study_seconds``, how long it took) to ``record``."""
-    if record.is_file():
-        return json.loads(record.read_text())
-    record.parent.mkdir(parents=True, exist_ok=True)
-    say(f"{NAME}: {' '.join(args[:3])} ... → {record.parent.name}/{record.name}")
-    started, log_file = time.monotonic(), record.with_suffix(".log")
-    with open(log_file, "w") as log:
-        command = [sys.executable, "-m", "launcher.main", *args]
-        result = subprocess.run(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"error: {' '.join(args[:2])} failed (exit {result.returncode}): see {log_file}")
-    summary = {**json.loads(result.stdout.strip().splitlines()[-1]), "study_seconds": time.monotonic() - started}
-    record.write_text(json.dumps(summary) + "\n")
-    return summary
-
-
-def train_s2s(study: Study) -> dict[str, dict]:
-    runs = {}
-    for name, overrides in study.s2s_runs().items():
-        run_dir = study.work / "s2s" / name
-        args = [
-            "s2s",
-            *ARCHITECTURES[study.architecture],
-            "--run-dir",
-            str(run_dir),
-            f"max_minutes={study.minutes}",
-            "metrics.port=0",
-        ]
-        args += ["eval.every_steps=200", *overrides]
-        runs[name] = {**launcher_json(args, run_dir / "summary.json"), "run_dir": str(run_dir)}
-    return runs
-
-
-def evaluate(study: Study, name: str, checkpoints: list[str], beam: int) -> dict:
-    args = ["evaluate", "--beam", str(beam), "--limit", str(study.test_sentences), "--no-progress"]
-    for checkpoint in checkpoints:
-        args += ["--checkpoint", checkpoint]
-    return launcher_json(args, study.work / "evaluations" / f"{name}-beam{beam}.json")
-
-
-def evaluate_s2s(study: Study) -> dict[str, dict]:
-    """Every run at beam 2; the first seed's 2-layer reversed model at every beam; the ensemble."""
-    runs = {name: str(study.work / "s2s" / name) for name in study.s2s_runs()}
-    found = {name: evaluate(study, name, [run], 2) for name, run in runs.items()}
-    first, second = (f"reversed-2l-seed{seed}" for seed in study.seeds[:2])
-    for beam in BEAMS:
-        found[f"{first}-beam{beam}"] = evaluate(study, first, [runs[first]], beam)
-    found["ensemble"] = evaluate(study, "ensemble", [runs[first], runs[second]], 2)
-    return found
-
-
-def train_gan(study: Study) -> dict:
-    run_dir = study.work / "gan"
-    args = ["gan", "--preset", "paper-mnist", "--run-dir", str(run_dir), f"max_minutes={study.gan_minutes}"]
-    trained = launcher_json([*args, "metrics.port=0"], run_dir / "summary.json")
-    classifier = study.work / "classifier.pt"
-    accuracy = launcher_json(
-        ["train-classifier", "--epochs", str(study.classifier_epochs), "--out", str(classifier), "--no-progress"],
-        study.work / "classifier.json",
-    )
-    evaluated = launcher_json(
-        ["evaluate-gan", "--checkpoint", str(run_dir), "--classifier", str(classifier)], run_dir / "evaluation.json"
-    )
-    return {"training": trained, "classifier": accuracy, "evaluation": evaluated, "run_dir": str(run_dir)}

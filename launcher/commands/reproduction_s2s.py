@@ -30,7 +30,15 @@ def change(label: str, before: list[float], after: list[float], ranges: str = "t
     change, and whether the ranges of the values behind them keep apart."""
     a, b = statistics.mean(before), statistics.mean(after)
     apart = max(before) < min(after) or max(after) < min(before)
-    return f"{label} {a:.2f} → {b:.2f} ({b / a - 1:+.1%}; {ranges} {'do not overlap' if apart else 'overlap'})"
+    relative = f"{b / a - 1:+.1%}" if a else f"{b - a:+.2f}"  # from 0 (a BLEU of 0, say): the difference
+    return f"{label} {a:.2f} → {b:.2f} ({relative}; {ranges} {'do not overlap' if apart else 'overlap'})"
+
+
+def run_budget(study) -> str:
+    """How long each s2s run of the study trains, in words."""
+    if study.minutes:
+        return f"{study.minutes:g} minutes"
+    return f"to {' '.join(study.plan.s2s_limit)}" if study.plan.s2s_limit else "its recipe's epochs"
 
 
 def config_of(name: str) -> str:
@@ -87,13 +95,16 @@ def s2s_section(study, results: dict, figures: Path) -> list[str]:
     seeds = ", ".join(map(str, study.seeds))
     n = evaluations[next(iter(study.s2s_runs()))]["num_sentences"]
     paper_ppl, paper_bleu = PAPER["reversal_ppl"].split(" → "), PAPER["reversal_bleu"].split(" → ")
+    main = config_of(study.main_run(study.seeds[0]))
+    plain = main.replace("reversed", "plain")
     lines = [
         "## Sequence to sequence (Sutskever et al., 2014)",
         "",
         *MODEL_TEXT[study.architecture],
-        f"Each run trains {study.minutes:g} minutes on the WMT'14 training sample (newstest2008–2011, the",
+        f"Each run trains {run_budget(study)} on the WMT'14 training sample (newstest2008–2011, the",
         "Europarl and giga-fren heads; dev newstest2013), seeds " + seeds + ". Test: perplexity and BLEU",
-        f"(sacreBLEU, detokenized, beam 2 unless said) on the first {n} sentences of newstest2014.",
+        f"(sacreBLEU, detokenized, beam {study.plan.eval_beam} unless said) on the first {n} sentences of",
+        "newstest2014.",
         "Figures are the mean over seeds with (min–max).",
         "",
         "### Reversing the source",
@@ -103,17 +114,17 @@ def s2s_section(study, results: dict, figures: Path) -> list[str]:
         *[
             f"| {order} | {spread(steps[config], 0)} | {spread(ppl[config])} | {spread(bleu[config])} | "
             f"ppl {paper_ppl[i]}, BLEU {paper_bleu[i]} |"
-            for i, (order, config) in enumerate((("plain", "plain-2l"), ("reversed", "reversed-2l")))
+            for i, (order, config) in enumerate((("plain", plain), ("reversed", main)))
         ],
         "",
         "Measured: "
-        + change("test perplexity", ppl["plain-2l"], ppl["reversed-2l"])
+        + change("test perplexity", ppl[plain], ppl[main])
         + "; "
-        + change("test BLEU", bleu["plain-2l"], bleu["reversed-2l"])
+        + change("test BLEU", bleu[plain], bleu[main])
         + ".",
         "",
         *budget_caveat(study, bleu, evaluations),
-        *depth_table(steps, ppl, bleu, dev_at_equal_steps(study, runs)),
+        *depth_table(study.plan.depths, steps, ppl, bleu, dev_at_equal_steps(study, runs)),
         *beam_and_ensemble_tables(study, evaluations),
         "![dev perplexity](reproduction/s2s-dev.png)",
         "",
@@ -122,8 +133,8 @@ def s2s_section(study, results: dict, figures: Path) -> list[str]:
     return lines
 
 
-def depth_table(steps: dict, ppl: dict, bleu: dict, equal_steps: tuple | None) -> list[str]:
-    """1, 2 and 4 layers (reversed): at equal minutes (test) and, where the logs allow, at equal steps (dev)."""
+def depth_table(depths: tuple[int, ...], steps: dict, ppl: dict, bleu: dict, equal_steps: tuple | None) -> list[str]:
+    """The depths (reversed): at equal minutes (test) and, where the logs allow, at equal steps (dev)."""
     at = f"dev perplexity at step {equal_steps[0]:,}" if equal_steps else "dev perplexity at equal steps"
     lines = [
         "### Depth",
@@ -132,7 +143,7 @@ def depth_table(steps: dict, ppl: dict, bleu: dict, equal_steps: tuple | None) -
         "|---|---|---|---|---|---|",
     ]
     previous = None
-    for layers in (1, 2, 4):
+    for layers in depths:
         config = f"reversed-{layers}l"
         mean = statistics.mean(ppl[config])
         per_layer = "" if previous is None else f"{(mean / previous[1]) ** (1 / (layers - previous[0])) - 1:+.1%}"
@@ -145,11 +156,12 @@ def depth_table(steps: dict, ppl: dict, bleu: dict, equal_steps: tuple | None) -
     measured = ""
     if equal_steps:
         dev_ppl = equal_steps[1]
-        measured = (
-            f"Measured at step {equal_steps[0]:,}: "
-            + change("dev perplexity, 1 → 2 layers", dev_ppl["reversed-1l"], dev_ppl["reversed-2l"]) + "; "
-            + change("2 → 4 layers", dev_ppl["reversed-2l"], dev_ppl["reversed-4l"]) + ". "
-        )  # fmt: skip
+        at = {layers: dev_ppl[f"reversed-{layers}l"] for layers in depths}
+        pairs = [
+            change(f"{'' if k else 'dev perplexity, '}{a} → {b} layers", at[a], at[b])
+            for k, (a, b) in enumerate(zip(depths, depths[1:]))
+        ]
+        measured = f"Measured at step {equal_steps[0]:,}: " + "; ".join(pairs) + ". "
     return [
         *lines,
         "",
@@ -165,8 +177,8 @@ MEMBERS = "the ensemble and its members' range"
 
 
 def beam_and_ensemble_tables(study, evaluations: dict) -> list[str]:
-    """Beams 1, 2, 12 on the first seed's 2-layer reversed model; that model and the second seed's together."""
-    first, second = (f"reversed-2l-seed{seed}" for seed in study.seeds[:2])
+    """Beams 1, 2, 12 on the first seed's main reversed model; that model and the second seed's together."""
+    first, second = (study.main_run(seed) for seed in study.seeds[:2])
     lines = ["### Beam size", "", "| beam | test BLEU | decoding seconds |", "|---|---|---|"]
     b1, b2, b12 = beams = [evaluations[f"{first}-beam{beam}"] for beam in (1, 2, 12)]
     for beam, found in zip((1, 2, 12), beams):
@@ -193,7 +205,8 @@ def beam_and_ensemble_tables(study, evaluations: dict) -> list[str]:
                [evaluations["ensemble"]["perplexity"]], ranges=MEMBERS)
         + "; " + change("BLEU", [m["bleu"] for m in members], [evaluations["ensemble"]["bleu"]], ranges=MEMBERS)
     )  # fmt: skip
-    return [*lines, "", f"Measured: {measured}. Beam 2. Paper (BLEU): {PAPER['ensemble']}.", ""]
+    beam = study.plan.eval_beam
+    return [*lines, "", f"Measured: {measured}. Beam {beam}. Paper (BLEU): {PAPER['ensemble']}.", ""]
 
 
 def budget_caveat(study, bleu: dict[str, list[float]], evaluations: dict) -> list[str]:
@@ -206,14 +219,14 @@ def budget_caveat(study, bleu: dict[str, list[float]], evaluations: dict) -> lis
         return []
     if best >= 1.0:
         return [
-            f"**At {study.minutes:g} minutes per run the models have only begun to translate: {', '.join(below)}",
+            f"**At {run_budget(study)} per run the models have only begun to translate: {', '.join(below)}",
             f"score below copying the source unchanged (BLEU {copying:.2f} on these sentences). Here the evidence",
             "is in perplexity differences whose seeds' ranges do not overlap; BLEU differences of a point or so",
             "are not evidence of the paper's effects. Longer runs (`--minutes-per-run`) translate better.**",
             "",
         ]
     return [
-        f"**At {study.minutes:g} minutes per run no model has learned to translate yet (every BLEU is below 1):",
+        f"**At {run_budget(study)} per run no model has learned to translate yet (every BLEU is below 1):",
         "the BLEU, beam and ensemble figures below are noise, not the paper's effects; test perplexity is the",
         "only signal left, and it favours whatever takes the most steps. Run with a larger",
         "`--minutes-per-run`, or `--architecture small`, for figures that can show the effects.**",
@@ -234,7 +247,8 @@ def curves(study, runs: dict, path: Path) -> None:
         seed = study.seeds.index(int(name.rsplit("seed", 1)[1]))
         return {"color": f"C{configs.index(config_of(name))}", "linestyle": ("-", "--", ":", "-.")[seed % 4]}
 
-    order = [name for name in logs if config_of(name) in ("plain-2l", "reversed-2l")]
+    main = study.main_run(study.seeds[0]).rsplit("-seed", 1)[0]
+    order = [name for name in logs if config_of(name) in (main.replace("reversed", "plain"), main)]
     depth = [name for name in logs if config_of(name).startswith("reversed-")]
     panels = [
         ("dev perplexity: source order", lines(order, "dev_ppl"), True),

@@ -34,17 +34,22 @@ def add_parser(jobs) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("job", choices=JOBS)
-    p.add_argument("--nodes", type=int, default=2, help="nodes (torchrun agents, one per node)")
+    add_allocation_flags(p)
+    p.add_argument("--wait", action="store_true", help="return when the job has ended, requeues included")
+    p.add_argument("--dry-run", action="store_true", help="print the rendered script and the command only")
+    p.add_argument("job_args", nargs="*", metavar="-- JOB_ARGS", help="the job's arguments and overrides, after --")
+    p.set_defaults(run=run, parser=p)
+
+
+def add_allocation_flags(p) -> None:
+    """What a job asks of the cluster, as ``render`` writes it into a script (``submit``, ``reproduce --submit``)."""
+    p.add_argument("--nodes", type=int, default=2, help="nodes of a training job (torchrun agents, one per node)")
     p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node; 0: CPU processes")
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes per node without GPUs")
     p.add_argument("--devices-per-replica", type=int, default=1, help="8: the paper's layout, one replica per 8 GPUs")
     p.add_argument("--partition", default=None)
     p.add_argument("--account", default=None)
     p.add_argument("--time", default=None, metavar="D-HH:MM:SS", help="time limit (the script's: 24:00:00)")
-    p.add_argument("--wait", action="store_true", help="return when the job has ended, requeues included")
-    p.add_argument("--dry-run", action="store_true", help="print the rendered script and the command only")
-    p.add_argument("job_args", nargs="*", metavar="-- JOB_ARGS", help="the job's arguments and overrides, after --")
-    p.set_defaults(run=run, parser=p)
 
 
 def render(template: str, args: argparse.Namespace) -> str:

@@ -22,7 +22,7 @@ from dist_train.metrics.prometheus import write_targets
 from dist_train.parallel.replica import check_replica
 from dist_train.precision import configure_numerics
 from dist_train.preemption import StopSignals
-from launcher.commands.common import print_summary, say
+from launcher.commands.common import print_summary, say, write_atomically
 from launcher.config import ConfigError, load_config, preset_file, presets_of
 from launcher.paths import PROJECT_ROOT
 
@@ -60,6 +60,14 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str, *, 
         default="auto",
         metavar="auto|never|PATH",
         help="auto: the newest complete checkpoint in the run directory, if any",
+    )
+    p.add_argument(
+        "--summary-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the summary line to PATH when the run ends (at its horizon or time limit, not on a "
+        "signal): how a job graph (reproduce --submit) knows the run is done",
     )
     p.add_argument(
         "overrides",
@@ -200,5 +208,8 @@ def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: Path, th
         write_targets(run_dir, [])  # the job is over: nothing left to scrape
     if topology.is_main:
         latest = checkpointer.folder.latest()
-        print_summary({"job": job, "run_dir": str(run_dir), "checkpoint": str(latest), **summary, **resumed})
+        summary = {"job": job, "run_dir": str(run_dir), "checkpoint": str(latest), **summary, **resumed}
+        print_summary(summary)
+        if args.summary_file is not None and "stopped_by_signal" not in summary:
+            write_atomically(args.summary_file, json.dumps(summary, sort_keys=True) + "\n")
     return 0

@@ -1,0 +1,242 @@
+"""The reproduction study as a graph of steps: what each runs, which steps it needs first, and the
+record that says it is done.
+
+One definition serves both ways of running it: ``reproduce`` runs the steps one after another here,
+``reproduce --submit`` makes each a Slurm job that waits for the jobs of the steps it needs. A step
+whose record exists is done and is never run again, so a study resumes where it stands.
+
+Scales (``--scale``): ``small`` is the CPU study (minutes per run, see ``reproduce --help``); ``paper``
+is the papers' recipes (the 4 × 1000 model for its 7.5 epochs on the full WMT'14 corpora, depths 1–4,
+five reversed seeds for the ensembles, beams 1, 2 and 12; the GAN to its epochs); ``tiny`` is the
+tiny presets for a few steps each, which checks the machinery and measures nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ARCHITECTURES = {  # --architecture → the s2s job's arguments, at the small scale
+    "small": ("--preset", "small"),
+    "paper": ("--preset", "small", "model.attention=false", "model.copy=false"),  # the paper's, at small's size
+}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What a study at one scale trains and evaluates."""
+
+    s2s: tuple[str, ...]  # the s2s job's preset (and model) arguments
+    s2s_limit: tuple[str, ...]  # what ends an s2s run besides its epochs
+    depths: tuple[int, ...]
+    main_depth: int  # reversal, beams and ensembles are measured at this depth
+    depth_seeds: int  # seeds of every other depth (the main depth has them all)
+    plain_seeds: int  # seeds of the main depth in plain source order
+    beams: tuple[int, ...]  # on the first seed's main model
+    eval_beam: int  # every run, and the ensembles
+    ensembles: tuple[int, ...]  # sizes: the first K seeds of the main reversed model together
+    gan: tuple[str, ...]  # the gan job's arguments
+    prepare_wmt14: bool  # download the full corpora first (unless --data-root has them)
+    s2s_extra: tuple[str, ...] = ("eval.every_steps=200",)  # dev perplexity often enough for the curves
+    gan_samples: int = 10_000  # evaluate-gan's samples (the paper's 10,000)
+
+
+SCALES = {
+    "tiny": Scale(("--preset", "tiny"), ("max_steps=20",), (1, 2, 4), 2, 2, 2, (1, 2, 12), 2, (2,),
+                  ("--preset", "tiny", "max_steps=20"), False, (), 500),
+    "small": Scale(ARCHITECTURES["small"], (), (1, 2, 4), 2, 2, 2, (1, 2, 12), 2, (2,),
+                   ("--preset", "paper-mnist"), False),
+    "paper": Scale(("--preset", "paper"), (), (1, 2, 3, 4), 4, 1, 1, (1, 2, 12), 12, (2, 5),
+                   ("--preset", "paper-mnist"), True, ()),
+}  # fmt: skip
+DEFAULTS = {  # per scale: the settings a flag may change (None: the flag's own default)
+    "tiny": {"seeds": 2, "minutes": 0.0, "test_sentences": 10, "gan_minutes": 0.0, "classifier_epochs": 1},
+    "small": {"seeds": 2, "minutes": 5.0, "test_sentences": 1000, "gan_minutes": 20.0, "classifier_epochs": 3},
+    "paper": {"seeds": 5, "minutes": 0.0, "test_sentences": 0, "gan_minutes": 0.0, "classifier_epochs": 10},
+}
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study's settings and folders. ``minutes``/``gan_minutes`` 0: the recipe's epochs decide."""
+
+    scale: str
+    architecture: str
+    seeds: tuple[int, ...]
+    minutes: float
+    test_sentences: int
+    gan_minutes: float
+    classifier_epochs: int
+    work: Path
+    out: Path
+    data_root: Path | None = None  # raw data (at the paper scale, what prepare-wmt14 wrote)
+
+    @property
+    def plan(self) -> Scale:
+        return SCALES[self.scale]
+
+    def settings(self) -> dict:
+        kept = {k: v for k, v in asdict(self).items() if k not in ("work", "out", "data_root")}
+        return json.loads(json.dumps({**kept, "data_root": str(self.data_root) if self.data_root else None}))
+
+    @property
+    def shards(self) -> Path:
+        """Every step's default data (``$DIST_TRAIN_SHARDS``): sharded once, by the data step."""
+        return self.work / "shards"
+
+    @property
+    def raw_data(self) -> Path | None:
+        if self.data_root is not None:
+            return self.data_root
+        return self.work / "wmt14-en-fr" if self.plan.prepare_wmt14 else None
+
+    def environment(self) -> dict[str, str]:
+        """What every step's process gets in its environment."""
+        env = {"DIST_TRAIN_SHARDS": str(self.shards)}
+        return env | ({"WMT14_ROOT": str(self.raw_data)} if self.raw_data is not None else {})
+
+    def s2s_runs(self) -> dict[str, tuple[str, ...]]:
+        """Run name → its overrides: every seed of the main depth reversed, the other depths and the plain
+        order on their first seeds."""
+        scale, runs = self.plan, {}
+        for k, seed in enumerate(self.seeds):
+            for layers in scale.depths:
+                if layers == scale.main_depth or k < scale.depth_seeds:
+                    runs[f"reversed-{layers}l-seed{seed}"] = (f"model.num_layers={layers}", "model.reverse_source=true")
+            if k < scale.plain_seeds:
+                runs[f"plain-{scale.main_depth}l-seed{seed}"] = (
+                    f"model.num_layers={scale.main_depth}",
+                    "model.reverse_source=false",
+                )
+        return {name: (*overrides, f"train.seed={name.rsplit('seed', 1)[1]}") for name, overrides in runs.items()}
+
+    def main_run(self, seed: int) -> str:
+        return f"reversed-{self.plan.main_depth}l-seed{seed}"
+
+    def claim_work_dir(self) -> str:
+        """Record this study's settings in its work dir; what differs from a study already there, if any."""
+        record, mine = self.work / "study.json", self.settings()
+        if record.is_file():
+            theirs = json.loads(record.read_text())
+            return ", ".join(f"{k} {theirs.get(k)} here, {v} asked" for k, v in mine.items() if theirs.get(k, v) != v)
+        self.work.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({**mine, "out": str(self.out)}) + "\n")  # where the write step writes
+        return ""
+
+    @classmethod
+    def of_work_dir(cls, work: Path) -> Study:
+        """The study whose settings ``work`` holds (what its Slurm steps run)."""
+        settings = json.loads((work / "study.json").read_text())
+        root, out = settings.pop("data_root"), Path(settings.pop("out"))
+        return cls(**{**settings, "seeds": tuple(settings["seeds"])}, work=work, out=out,
+                   data_root=Path(root) if root else None)  # fmt: skip
+
+    def budget_minutes(self) -> float:
+        """What the study should take, when its runs are timed: training, plus ~40% for start-up and
+        evaluation, and the classifier (0 when the recipes' epochs decide)."""
+        if not self.minutes:
+            return 0.0
+        return 1.4 * (len(self.s2s_runs()) * self.minutes + self.gan_minutes) + 3 * self.classifier_epochs
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the study: ``args`` for ``python -m launcher.main`` (empty: done in-process by
+    ``reproduce --run-step``), as ``job`` (s2s|gan: the multi-node training scripts; step: one process,
+    with a GPU where the cluster has them if ``gpu``), after the steps named in ``after``; done when
+    ``record`` exists."""
+
+    name: str
+    args: tuple[str, ...]
+    record: Path
+    after: tuple[str, ...] = ()
+    job: str = "step"
+    run_dir: Path | None = None  # a training step's run directory
+    gpu: bool = False
+
+    def done(self) -> bool:
+        return self.record.is_file()
+
+
+def steps(study: Study) -> list[Step]:
+    """The whole study, every step after the ones it needs."""
+    work, records, scale = study.work, study.work / "records", study.plan
+    graph: list[Step] = []
+    if scale.prepare_wmt14 and study.data_root is None:
+        graph.append(Step("prepare-wmt14", ("prepare-wmt14", "--out", str(study.raw_data)), records / "prepare.json"))
+    graph.append(Step("data", (), records / "data.json", after=tuple(s.name for s in graph)))
+    limit = (f"max_minutes={study.minutes}",) if study.minutes else scale.s2s_limit
+    s2s = scale.s2s if study.scale != "small" else ARCHITECTURES[study.architecture]
+    for name, overrides in study.s2s_runs().items():
+        run_dir = work / "s2s" / name
+        args = ("s2s", *s2s, "--run-dir", str(run_dir), *limit, "metrics.port=0", *scale.s2s_extra, *overrides)
+        graph.append(Step(f"train/{name}", args, run_dir / "summary.json", ("data",), "s2s", run_dir))
+    graph += evaluations(study)
+    graph += gan_steps(study)
+    graph += figure_steps(study)
+    graph.append(Step("write", (), records / "write.json", tuple(s.name for s in graph if s.name != "prepare-wmt14")))
+    return graph
+
+
+def evaluate_step(study: Study, name: str, runs: list[str], beam: int) -> Step:
+    args = ["evaluate", "--beam", str(beam), "--limit", str(study.test_sentences), "--no-progress"]
+    for run in runs:
+        args += ["--checkpoint", str(study.work / "s2s" / run)]
+    if study.raw_data is not None:
+        args += ["--data-root", str(study.raw_data)]
+    record = study.work / "evaluations" / f"{name}-beam{beam}.json"
+    return Step(f"evaluate/{name}-beam{beam}", tuple(args), record, tuple(f"train/{run}" for run in runs), gpu=True)
+
+
+def evaluations(study: Study) -> list[Step]:
+    """Every run at the scale's beam; the first seed's main model at every beam; the ensembles."""
+    scale, first = study.plan, study.main_run(study.seeds[0])
+    found = {
+        step.name: step for run in study.s2s_runs() for step in [evaluate_step(study, run, [run], scale.eval_beam)]
+    }
+    for beam in scale.beams:
+        step = evaluate_step(study, first, [first], beam)
+        found[step.name] = step
+    for size in scale.ensembles:
+        members = [study.main_run(seed) for seed in study.seeds[:size]]
+        step = evaluate_step(study, "ensemble" if size == 2 else f"ensemble-{size}", members, scale.eval_beam)
+        found[step.name] = step
+    return list(found.values())
+
+
+def gan_steps(study: Study) -> list[Step]:
+    work, scale = study.work, study.plan
+    limit = (f"max_minutes={study.gan_minutes}",) if study.gan_minutes else ()
+    run_dir, classifier = work / "gan", work / "classifier.pt"
+    train = ("gan", *scale.gan, "--run-dir", str(run_dir), *limit, "metrics.port=0")
+    classify = ("train-classifier", "--epochs", str(study.classifier_epochs), "--out", str(classifier), "--no-progress")
+    evaluate = ("evaluate-gan", "--checkpoint", str(run_dir), "--classifier", str(classifier),
+                "--num-samples", str(scale.gan_samples))  # fmt: skip
+    return [
+        Step("gan/train", train, run_dir / "summary.json", ("data",), "gan", run_dir),
+        Step("gan/classifier", classify, work / "classifier.json", ("data",), gpu=True),
+        Step("gan/evaluate", evaluate, run_dir / "evaluation.json", ("gan/train", "gan/classifier"), gpu=True),
+    ]
+
+
+def figure_steps(study: Study) -> list[Step]:
+    """The papers' figures that need only a checkpoint: s2s Figures 2 and 3 of the first seed's main model
+    (on the test sentences, at the scale's beam), the GAN's Figure 3."""
+    work, first = study.work, study.main_run(study.seeds[0])
+    s2s = [
+        "figures",
+        "--checkpoint",
+        str(work / "s2s" / first),
+        "--out",
+        str(work / "figures" / "s2s"),
+        "--no-progress",
+    ]
+    s2s += ["--test-sentences", str(study.test_sentences), "--beam", str(study.plan.eval_beam)]
+    if study.raw_data is not None:
+        s2s += ["--data-root", str(study.raw_data)]
+    gan = ("figures", "--checkpoint", str(work / "gan"), "--out", str(work / "figures" / "gan"), "--no-progress")
+    return [
+        Step("figures/s2s", tuple(s2s), work / "figures" / "s2s.json", (f"train/{first}",), gpu=True),
+        Step("figures/gan", gan, work / "figures" / "gan.json", ("gan/train",), gpu=True),
+    ]

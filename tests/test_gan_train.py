@@ -4,6 +4,7 @@ torchrun (DDP and DeepSpeed), sample grids, train-classifier and evaluate-gan.""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 
 import pytest
@@ -147,3 +148,12 @@ def test_a_joint_step_is_the_released_update_written_out(mnist_5k_shards, tmp_pa
                                      (trainer.modules()["discriminator"], discriminator, d_grads)):  # fmt: skip
         for param, before, grad in zip(module.parameters(), reference.parameters(), grads):
             torch.testing.assert_close(param.detach(), before.detach() - 0.1 * grad)
+
+
+def test_with_micro_batches_an_update_takes_its_share_and_the_schedule_counts_updates(mnist_5k_shards, tmp_path):
+    cfg = load_config(GanConfig, files=[preset_file("gan", "tiny")], overrides=["data.micro_batches=2"])
+    trainer = GanTrainer(cfg, Topology(devices=["cpu"]), ShardReader(mnist_5k_shards, cfg.data), tmp_path)
+    assert trainer.batches_per_update == 2  # one replica takes both batches of every update
+    assert trainer.schedule.steps_per_epoch == trainer.steps_per_epoch == len(trainer.reader) // 2
+    step = trainer.train_step(list(itertools.islice(iter(trainer.reader), 2)))
+    assert step.images == 2 * cfg.data.batch_size and step.g_loss is not None

@@ -100,7 +100,7 @@ class GanTrainer(Trainer):
         self.g_engine = self._engine(generator, self.g_optimizer)
         self.d_engine = self._engine(RealAndFake(discriminator), self.d_optimizer)
         self.generator, self.discriminator = self.g_engine.module, self.d_engine.module
-        self.schedule = DecaySchedule(cfg.optim, steps_per_epoch=len(reader))
+        self.schedule = DecaySchedule(cfg.optim, steps_per_epoch=self.steps_per_epoch)  # updates, not batches
         self.evaluator = SampleWriter(
             cfg.samples, cfg.model, run_dir / "samples" if topology.is_main else None, self.device, self.sampler
         )

@@ -101,6 +101,16 @@ def test_plain_pytorch_reference_loop_prints_its_throughput(newstest_small_shard
     assert refused.returncode == 2 and "without attention" in refused.stderr
 
 
+def test_plain_pytorch_gan_loop_prints_its_throughput(mnist_5k_shards):
+    script = PROJECT_ROOT / "benchmarks" / "plain_gan.py"
+    args = ["--data", str(mnist_5k_shards), "--steps", "3", "--warmup", "1"]
+    result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["images_per_s"] > 0 and figures["steps"] == 3 and math.isfinite(figures["d_loss"])
+    assert figures["images_per_s"] == pytest.approx(100 / figures["step_time_s"], rel=1e-3)  # the preset's batch
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["joint", "alternating"])
 def test_bench_gan_prints_images_per_second(mnist_5k_shards, mode):

@@ -129,6 +129,10 @@ def test_the_performance_document_is_built_from_the_benchmark_figures(tmp_path):
         {"bench": "checkpoint", "preset": "paper", "checkpoint_bytes": 662_000_000, "foreground_stall_s": 3.5,
          "background_stall_s": 0.5, "stall_ratio": 0.1429, "host_copy_s": 0.45, "step_time_s": 13.0, "saves": 3,
          "steps_between": 1, **machine},
+        {"bench": "plain_pytorch_gan", "preset": "paper-mnist", "images_per_s": 2000.0, "step_time_s": 0.05,
+         "step_time_median_s": 0.048, "steps": 200, **machine},
+        {"bench": "gan_same_as_plain", "preset": "paper-mnist", "images_per_s": 2500.0, "step_time_s": 0.04,
+         "step_time_median_s": 0.039, **machine},
         {"bench": "gan", "preset": "paper-mnist", "arch": "paper-mnist", "update_mode": "joint", "batch_size": 100,
          "threads": 2, "images_per_s": 9876.0, "step_time_s": 0.0101, **machine},
     ]  # fmt: skip
@@ -141,7 +145,8 @@ def test_the_performance_document_is_built_from_the_benchmark_figures(tmp_path):
     assert "| 2 × 1 | 1,500 | 1.50 | 75% |" in text and "+10.0%" in text
     assert "| paper-mnist | paper-mnist | joint | 100 | 2 | 9,876 | 0.0101 |" in text
     assert "| read, 2 workers | 1,900 | 76 |" in text and "| read, 1 worker | 1,000 | 40 |" in text
-    assert "30 timed steps" in text
+    assert "30 timed steps" in text and "200 timed steps" in text and "Ours / plain: **1.25×** images/s." in text
+    assert "| ours (`bench gan --preset paper-mnist`) | 2,500 | 0.0400 | 0.0390 |" in text
     assert "| read, in the training process | 800 | 30 |" in text and "| 1,850 |" in text and "| 2,500 |" in text
     assert (
         "(662 MB with" in text and "| written in the background (`train.async_checkpoints`) | 0.500 | 14.3% |" in text

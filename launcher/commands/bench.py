@@ -129,6 +129,9 @@ def run_all(args: argparse.Namespace, data_root: Path) -> int:
     results.append(run_pipeline(args, data_root, "paper"))
     results.append(run_checkpoint(args, data_root, "paper"))
     results += [run_gan(args, data_root, preset) for preset in GAN_PRESETS]
+    results.append(run_plain_gan(args, data_root, steps=GAN_FLOOR_STEPS))
+    same = argparse.Namespace(**{**vars(args), "steps": GAN_FLOOR_STEPS})
+    results.append({**run_gan(same, data_root, "paper-mnist"), "bench": "gan_same_as_plain"})
     performance.write(
         results, args.out, seconds=time.monotonic() - started, command="python -m launcher.main bench all"
     )
@@ -140,6 +143,27 @@ PLAIN_MODEL = ("model.attention=false", "model.copy=false")  # the paper's model
 FLOOR_STEPS = 30  # timed steps of each side of the plain-loop comparison (more than bench s2s's 10: a ratio)
 
 
+GAN_FLOOR_STEPS = 200  # a paper-mnist step is ~0.04 s here: 200 of them give a stable mean
+
+
+def run_plain_gan(args: argparse.Namespace, data_root: Path, steps: int) -> dict:
+    """benchmarks/plain_gan.py: the paper-mnist step as a plain loop, on the shards ``bench gan`` reads."""
+    command = [sys.executable, str(PROJECT_ROOT / "benchmarks" / "plain_gan.py"), "--steps", str(steps)]
+    command += ["--data", str(args.data or gan_shards("paper-mnist", data_root)), "--warmup", str(args.warmup)]
+    say("bench all: the plain PyTorch GAN loop (benchmarks/plain_gan.py), paper-mnist")
+    return run_script(command)
+
+
+def run_script(command: list[str]) -> dict:
+    """A benchmark script's one JSON line, with the machine."""
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{Path(command[1]).name} failed: {result.stderr.strip()[-2000:]}")
+    figures = {**json.loads(result.stdout.strip().splitlines()[-1]), **machine()}
+    print_summary(figures)
+    return figures
+
+
 def run_plain_loop(args: argparse.Namespace, data_root: Path, steps: int) -> dict:
     """benchmarks/plain_s2s.py on the same batches as ``bench s2s --preset small`` with PLAIN_MODEL."""
     data = args.data or giga_fren_shards(data_root, "bench s2s")
@@ -148,12 +172,7 @@ def run_plain_loop(args: argparse.Namespace, data_root: Path, steps: int) -> dic
     command += ["--data", str(data), "--steps", str(steps), "--warmup", str(args.warmup), "--device", device]
     command += list(PLAIN_MODEL)
     say("bench all: the plain PyTorch loop (benchmarks/plain_s2s.py), small, no attention")
-    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"benchmarks/plain_s2s.py failed: {result.stderr.strip()[-2000:]}")
-    figures = {**json.loads(result.stdout.strip().splitlines()[-1]), **machine()}
-    print_summary(figures)
-    return figures
+    return run_script(command)
 
 
 def report(figures: dict) -> dict:

@@ -42,6 +42,8 @@ def render(results: list[dict], *, seconds: float, command: str) -> str:
     if ("checkpoint", "paper") in by:
         lines += checkpoint_table(by[("checkpoint", "paper")])
     lines += gan_table([r for (bench, _), r in by.items() if bench == "gan"])
+    if ("plain_pytorch_gan", "paper-mnist") in by:
+        lines += gan_floor_table(by[("plain_pytorch_gan", "paper-mnist")], by[("gan_same_as_plain", "paper-mnist")])
     if ("data", None) in by:
         lines += reader_table(by[("data", None)])
     return "\n".join(lines) + "\n"
@@ -170,6 +172,25 @@ def gan_table(runs: list[dict]) -> list[str]:
     ]  # fmt: skip
     header = ["preset", "model", "update", "batch", "threads", "images/s", "step (s)"]
     return ["## GAN: the training step", "", "`bench gan`: D and G updates on real images.", "", *table(header, rows)]
+
+
+def gan_floor_table(plain: dict, ours: dict) -> list[str]:
+    rows = [
+        [name, f"{r['images_per_s']:,.0f}", f"{r['step_time_s']:.4f}", f"{r['step_time_median_s']:.4f}"]
+        for name, r in (("plain PyTorch loop (`benchmarks/plain_gan.py`)", plain),
+                        ("ours (`bench gan --preset paper-mnist`)", ours))
+    ]  # fmt: skip
+    return [
+        "### Against a plain PyTorch loop",
+        "",
+        "The paper-mnist joint step (one z; G's loss through D before its update; D on the same fakes; SGD on",
+        f"each) as a plain loop, on the same shards, batch and threads; {plain['steps']} timed steps each after",
+        "warm-up, each in its own process.",
+        "",
+        *table(["", "images/s", "mean step (s)", "median step (s)"], rows),
+        f"Ours / plain: **{ours['images_per_s'] / plain['images_per_s']:.2f}×** images/s.",
+        "",
+    ]
 
 
 def reader_table(d: dict) -> list[str]:

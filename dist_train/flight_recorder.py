@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from dist_train.atomic_files import atomic_write
+
 BUFFER_ENTRIES = "2000"  # collectives kept per process
 
 
@@ -45,11 +47,7 @@ def dump(trace_dir: Path, rank: int) -> Path | None:
     except (ImportError, RuntimeError):
         return None
     ready(trace_dir)
-    path = trace_dir / f"rank_{rank}.json"
-    partial = path.with_suffix(".partial")
-    partial.write_bytes(record if isinstance(record, bytes) else record.encode())
-    partial.replace(path)
-    return path
+    return atomic_write(trace_dir / f"rank_{rank}.json", record)
 
 
 def last_collectives(path: Path) -> dict[str, int]:

@@ -88,7 +88,8 @@ class CheckpointFolder:
 
 
 def atomic_save(state: dict, final: Path) -> Path:
-    """``torch.save`` to a temporary file beside ``final``, synced, then renamed over it: a reader
+    """``torch.save`` to a temporary file beside ``final``, synced, then renamed over it (text and small
+    records: ``dist_train.atomic_files.atomic_write``): a reader
     sees the old file or the whole new one, never a partial one."""
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")

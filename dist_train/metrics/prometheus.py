@@ -28,6 +28,7 @@ import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from data_shards.errors import UserError
+from dist_train.atomic_files import atomic_write
 from dist_train.distributed import Topology, all_gather_objects
 
 PREFIX = "dist_train_"
@@ -183,7 +184,4 @@ def targets_files(run_dir: Path) -> tuple[Path, Path]:
 def write_targets(run_dir: Path, endpoints: list[dict]) -> None:
     """Prometheus reads file_sd files whenever they change: each written whole, then renamed."""
     for path in targets_files(run_dir):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(endpoints, indent=1) + "\n")
-        partial.replace(path)
+        atomic_write(path, json.dumps(endpoints, indent=1) + "\n")

@@ -16,6 +16,8 @@ from typing import Protocol
 
 from tqdm import tqdm
 
+from dist_train.atomic_files import atomic_write
+
 
 class MetricsSink(Protocol):
     def observe_step(self, step: int, values: dict[str, float], phases: dict[str, float]) -> None:
@@ -48,9 +50,7 @@ class JsonlSink(IntervalSink):
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             kept = [line for line in path.read_text().splitlines() if _step_of(line) <= begins_at]
-            partial = path.with_suffix(".jsonl.partial")
-            partial.write_text("".join(line + "\n" for line in kept))
-            partial.replace(path)
+            atomic_write(path, "".join(line + "\n" for line in kept))
         self._file = open(path, "a", encoding="utf-8")
         self.write(begins_at, {"attempt_began": True, **(note or {})})
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from dist_train import distributed, rng
+from dist_train.atomic_files import atomic_write
 from dist_train.checkpoint import CheckpointFolder, resolve_resume
 from dist_train.checkpoint.elastic import SavedLayout, keep_samples_per_update, saved_layout
 from dist_train.checkpoint.schema import plain_config
@@ -22,7 +23,7 @@ from dist_train.metrics.prometheus import write_targets
 from dist_train.parallel.replica import check_replica
 from dist_train.precision import configure_numerics
 from dist_train.preemption import StopSignals
-from launcher.commands.common import print_summary, say, write_atomically
+from launcher.commands.common import print_summary, say
 from launcher.config import ConfigError, load_config, preset_file, presets_of
 from launcher.paths import PROJECT_ROOT
 
@@ -211,5 +212,5 @@ def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: Path, th
         summary = {"job": job, "run_dir": str(run_dir), "checkpoint": str(latest), **summary, **resumed}
         print_summary(summary)
         if args.summary_file is not None and "stopped_by_signal" not in summary:
-            write_atomically(args.summary_file, json.dumps(summary, sort_keys=True) + "\n")
+            atomic_write(args.summary_file, json.dumps(summary, sort_keys=True) + "\n")
     return 0

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from launcher.commands.common import say, write_atomically
+from dist_train.atomic_files import atomic_write
+from launcher.commands.common import say
 from launcher.paths import PROJECT_ROOT
 from launcher.study.plan import Step, Study, steps
 
@@ -32,7 +33,7 @@ def launcher_json(args: tuple[str, ...], record: Path, env: dict[str, str]) -> d
     if result.returncode != 0:
         raise SystemExit(f"error: {' '.join(args[:2])} failed (exit {result.returncode}): see {log_file}")
     summary = {**json.loads(result.stdout.strip().splitlines()[-1]), "study_seconds": time.monotonic() - started}
-    write_atomically(record, json.dumps(summary) + "\n")
+    atomic_write(record, json.dumps(summary) + "\n")
     return summary
 
 
@@ -44,7 +45,7 @@ def run_step(study: Study, step: Step) -> dict:
         return json.loads(step.record.read_text())
     started = time.monotonic()
     summary = {"data": shard_data, "write": write_document}[step.name](study)
-    write_atomically(step.record, json.dumps({**summary, "study_seconds": time.monotonic() - started}) + "\n")
+    atomic_write(step.record, json.dumps({**summary, "study_seconds": time.monotonic() - started}) + "\n")
     return summary
 
 

@@ -14,7 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from launcher.commands.common import say, write_atomically
+from dist_train.atomic_files import atomic_write
+from launcher.commands.common import say
 from launcher.commands.submit import TEMPLATES, render
 from launcher.paths import PROJECT_ROOT
 from launcher.study.plan import Step, Study, steps
@@ -38,7 +39,7 @@ class Ledger:
         self.jobs: dict[str, str] = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def save(self) -> None:
-        write_atomically(self.path, json.dumps(self.jobs, indent=1, sort_keys=True) + "\n")
+        atomic_write(self.path, json.dumps(self.jobs, indent=1, sort_keys=True) + "\n")
 
 
 def job_name(step: Step) -> str:

@@ -47,9 +47,8 @@ bench-data: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m launcher.main bench all
 
-# docs/REPRODUCTION.md: the papers' ablations at small scale (about 90 minutes on 2 CPU cores with the
-# defaults; e.g. REPRODUCE_ARGS="--minutes-per-run 2 --gan-minutes 6 --work-dir runs/reproduce-short" for
-# a ~40-minute pass)
+# docs/REPRODUCTION.md: the papers' ablations at small scale (under 2 hours on 2 CPU cores with the
+# defaults; REPRODUCE_ARGS="--scale quick --work-dir runs/reproduce-quick" for the ~40-minute study)
 REPRODUCE_ARGS ?=
 reproduce: $(VENV)/.installed
 	$(PY) -m launcher.main reproduce $(REPRODUCE_ARGS)

@@ -4,17 +4,25 @@ come from `reproduce` and `bench all`, run by hand: hours and tens of minutes)."
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import threading
+import time
 
 from conftest import run_cli
 from PIL import Image
 
 from launcher.commands import performance, reproduction
-from launcher.study.plan import Study
+from launcher.study import run
+from launcher.study.plan import Study, steps
+
+PPL = {"reversed-1l": (50.0, 52.0), "reversed-2l": (60.0, 62.0), "reversed-4l": (58.0, 64.0), "plain-2l": (70.0, 72.0)}
+BLEU = {"reversed-1l": (7.0, 8.0), "reversed-2l": (5.0, 6.0), "reversed-4l": (4.0, 6.5), "plain-2l": (3.0, 4.0)}
 
 
 def study(tmp_path, seeds=(1, 2), scale="small") -> Study:
-    return Study(scale=scale, minutes=2.0, architecture="small", seeds=seeds, test_sentences=50, gan_minutes=3.0,
+    return Study(scale=scale, steps=2000, architecture="paper", seeds=seeds, test_sentences=50, gan_epochs=3.0,
                  classifier_epochs=1, work=tmp_path / "work", out=tmp_path / "docs" / "REPRODUCTION.md")  # fmt: skip
 
 
@@ -26,6 +34,42 @@ def test_the_study_runs_every_depth_reversed_and_two_layers_plain_for_every_seed
     assert runs["reversed-4l-seed1"] == ("model.num_layers=4", "model.reverse_source=true", "train.seed=1")
 
 
+def test_the_gan_keeps_a_checkpoint_at_each_point_of_its_curve_and_each_is_evaluated(tmp_path):
+    s = study(tmp_path)  # 3 epochs of 500 steps
+    assert s.gan_curve() == [187, 374, 561, 748, 935, 1122, 1309, 1500]
+    found = {step.name: step for step in steps(s)}
+    assert "max_steps=1500" in found["gan/train"].args and "train.checkpoint_every_steps=187" in found["gan/train"].args
+    for step in s.gan_curve():
+        evaluation = found[f"gan/curve/step-{step}" if step < 1500 else "gan/evaluate"]
+        assert str(s.work / "gan" / "checkpoints" / f"step-{step:08d}.pt") in evaluation.args
+        assert evaluation.after == ("gan/train", "gan/classifier")
+
+
+def test_the_study_runs_its_steps_two_at_a_time_each_after_the_steps_it_needs(tmp_path, monkeypatch):
+    s, began, ended, threads = study(tmp_path), {}, {}, set()
+    clock = iter(range(10_000))
+    lock = threading.Lock()
+
+    def fake_step(study_, step, n):
+        with lock:
+            began[step.name] = next(clock)
+            threads.add(n)
+        time.sleep(0.002)
+        with lock:
+            ended[step.name] = next(clock)
+        return {}
+
+    monkeypatch.setattr(run, "run_step", fake_step)
+    run.run_here(s, lanes=2)
+    graph = steps(s)
+    assert set(began) == {step.name for step in graph} and threads == {max(1, (os.cpu_count() or 1) // 2)}
+    for step in graph:
+        assert all(ended[need] < began[step.name] for need in step.after), step.name
+    events = sorted([(t, 1) for t in began.values()] + [(t, -1) for t in ended.values()])
+    assert max(itertools.accumulate(delta for _, delta in events)) == 2
+    assert began["gan/train"] < began[f"train/{s.main_run(1)}"], "the longest step first"
+
+
 def test_one_seed_is_refused_there_is_no_spread(tmp_path):
     result = run_cli("reproduce", "--seeds", "1", "--work-dir", tmp_path)
     assert result.returncode == 2 and "--seeds must be at least 2" in result.stderr
@@ -35,78 +79,104 @@ def test_configurations_below_copying_the_source_are_named(tmp_path):
     s = study(tmp_path)
     results = fake_results(tmp_path, s)
     for name in s.s2s_runs():
-        results["evaluations"][name]["bleu_copy_baseline"] = 4.5  # fake_results: BLEU 1 + run index
+        results["evaluations"][name]["bleu_copy_baseline"] = 5.2
     reproduction.write(s, results)
-    text = s.out.read_text()
-    below = [c for c in ("reversed-1l", "reversed-2l", "reversed-4l", "plain-2l")
-             if sum(1.0 + list(s.s2s_runs()).index(f"{c}-seed{k}") for k in (1, 2)) / 2 < 4.5]  # fmt: skip
-    assert below and f"{', '.join(below)}\nscore below copying the source unchanged (BLEU 4.50" in text
+    assert "translate: plain-2l\nscore below copying the source unchanged (BLEU 5.20" in s.out.read_text()
 
 
 def test_a_work_dir_holds_one_study_other_settings_are_refused(tmp_path):
     assert study(tmp_path).claim_work_dir() == "" and study(tmp_path).claim_work_dir() == ""
-    result = run_cli("reproduce", "--work-dir", tmp_path / "work", "--architecture", "paper")
-    assert result.returncode == 2 and "architecture small here, paper asked" in result.stderr
-    assert "minutes 2.0 here, 5.0 asked" in result.stderr
+    result = run_cli("reproduce", "--work-dir", tmp_path / "work", "--architecture", "small")
+    assert result.returncode == 2 and "architecture paper here, small asked" in result.stderr
+    assert "steps 2000 here, 3000 asked" in result.stderr
 
 
-def fake_results(tmp_path, s: Study) -> dict:
-    runs, evaluations = {}, {}
-    for i, name in enumerate(s.s2s_runs()):
-        run_dir = tmp_path / "runs" / name
-        run_dir.mkdir(parents=True)
-        logged = [{"step": k * 10, "loss": 6.0 - k / 10, "dev_ppl": 300.0 - 10 * k - i} for k in range(1, 6)]
-        (run_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
-        runs[name] = {"steps": 100 + i, "run_dir": str(run_dir)}
-        evaluations[name] = {"bleu": 1.0 + i, "perplexity": 100.0 - i, "num_sentences": 50, "translate_seconds": 3.0}
-    for beam in (1, 2, 12):
-        evaluations[f"{s.main_run(1)}-beam{beam}"] = {"bleu": 2.0 + beam / 10, "translate_seconds": float(beam)}
-    evaluations["ensemble"] = {"bleu": 9.87, "perplexity": 54.32}
+def gan_results(tmp_path) -> dict:
+    """A GAN trained 1,000 steps (1 s a step) in two attempts, evaluated at steps 250, 500, 750, 1000."""
     images = []
     for name in ("grid.png", "nearest.png"):
         Image.new("L", (29, 29)).save(tmp_path / name)
         images.append(str(tmp_path / name))
-    gan = {
-        "training": {"steps": 1234, "epochs": 2.5, "train_seconds": 180.0},
-        "classifier": {"test_accuracy": 0.9812},
-        "evaluation": {"parzen_ll": 111.1, "parzen_se": 2.2, "parzen_sigma": 0.2, "fcd": 77.7,
-                       "class_coverage": 0.9, "num_samples": 10000, "grid": images[0], "nearest_grid": images[1]},
-    }  # fmt: skip
-    return {"s2s": runs, "evaluations": evaluations, "gan": gan}
+    run_dir = tmp_path / "gan"
+    run_dir.mkdir()
+    logged = [{"step": 0, "time": 1000.0, "attempt_began": True}]
+    logged += [{"step": k, "time": 1000.0 + k} for k in range(50, 601, 50)]
+    logged += [{"step": 600, "time": 5000.0, "attempt_began": True}]  # resumed at 600, after 600 s of training
+    logged += [{"step": k, "time": 5000.0 + k - 600} for k in range(650, 1001, 50)]
+    (run_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+    curve = {str(step): {"parzen_ll": ll, "parzen_se": 2.0, "fcd": 90.0 - step / 100, "class_coverage": 1.0}
+             for step, ll in ((250, 100.0), (500, 120.0), (750, 130.0), (1000, 140.0))}  # fmt: skip
+    evaluation = {**curve["1000"], "parzen_sigma": 0.2, "num_samples": 10000, "grid": images[0],
+                  "nearest_grid": images[1]}  # fmt: skip
+    training = {"steps": 1000, "epochs": 2.0, "train_seconds": 1000.0}
+    return {"training": training, "classifier": {"test_accuracy": 0.9812}, "evaluation": evaluation,
+            "curve": {**curve, "1000": evaluation}, "run_dir": str(run_dir)}  # fmt: skip
 
 
-def test_the_reproduction_document_is_built_from_the_study_figures(tmp_path):
+def fake_results(tmp_path, s: Study) -> dict:
+    """Test perplexity and BLEU per configuration and seed from PPL and BLEU; dev perplexity logged at
+    steps 10..50, 60 − step above the test figure; beams 1/2/12 of the main models 2.1/2.2/3.2 BLEU
+    (+1 for the second seed), decoded in 1/2/12 s."""
+    runs, evaluations = {}, {}
+    for name in s.s2s_runs():
+        config, seed = name.rsplit("-seed", 1)
+        k = s.seeds.index(int(seed)) % 2
+        known = config if config in PPL else "plain-2l" if config.startswith("plain") else "reversed-2l"
+        ppl, bleu = PPL[known], BLEU[known]
+        run_dir = tmp_path / "runs" / name
+        run_dir.mkdir(parents=True)
+        logged = [{"step": t, "loss": 6.0 - t / 100, "dev_ppl": ppl[k] + 60 - t} for t in range(10, 51, 10)]
+        (run_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+        runs[name] = {"steps": 2000, "epochs": 1.6, "run_dir": str(run_dir)}
+        evaluations[name] = {"bleu": bleu[k], "perplexity": ppl[k], "num_sentences": 50,
+                             "translate_seconds": 3.0}  # fmt: skip
+    for k, seed in enumerate(s.seeds[:2]):
+        for beam in (1, 2, 12):
+            evaluations[f"{s.main_run(seed)}-beam{beam}"] = {"bleu": 2.0 + beam / 10 + k, "translate_seconds": beam}
+    evaluations["ensemble"] = {"bleu": 9.87, "perplexity": 54.32}
+    return {"s2s": runs, "evaluations": evaluations, "gan": gan_results(tmp_path)}
+
+
+def test_the_reproduction_document_gives_every_claim_its_verdict_from_the_study_figures(tmp_path):
     s = study(tmp_path)
     results = fake_results(tmp_path, s)
+    ends = (60, 120, 240, 360, 540, 720)  # two lanes: 1, 3, 5 minutes after each other, and 2, 4, 6
     for i, summary in enumerate(reproduction.records(results)[:6]):
-        summary["study_seconds"] = 60.0 * (i + 1)  # 1 + 2 + ... + 6 minutes
+        summary["study_seconds"], summary["finished_at"] = 60.0 * (i + 1), 10_000.0 + ends[i]
     reproduction.write(s, results)
     text = s.out.read_text()
-    # the reversal rows: the mean over seeds and its range, beside the paper's figures
-    order = list(s.s2s_runs())
-    at = [order.index(f"plain-2l-seed{k}") for k in (1, 2)]  # fake_results: run i took 100 + i steps, ppl 100 - i
-    steps, ppl = [100 + i for i in at], [100.0 - i for i in at]
-    assert f"| plain | {sum(steps) / 2:.0f} ({min(steps)}–{max(steps)}) | {sum(ppl) / 2:.2f} ({min(ppl):.2f}–" in text
-    assert "ppl 5.8, BLEU 25.9 |" in text and "ppl 4.7, BLEU 30.6 |" in text
-    assert "| 12 | 3.20 | 12 |" in text and "| both (ensemble) | 9.87 | 54.32 |" in text
-    assert "| 111.1 ± 2.2 | 0.200 | 77.7 | 0.90 | 225 ± 2 |" in text
-    assert "its 6 runs and evaluations took 21 minutes" in text and "0.9812" in text
-    assert "no model has learned to translate yet" not in text  # fake_results' BLEU reaches 8
-    # depth at equal steps: every run logged dev_ppl at steps 10..50, run i at step 50: 250 - i
-    at = [order.index(f"reversed-4l-seed{k}") for k in (1, 2)]
-    dev = [250.0 - i for i in at]
-    assert "dev perplexity at step 50 |" in text and f"| {sum(dev) / 2:.2f} ({min(dev):.2f}–{max(dev):.2f}) |" in text
-    assert "--architecture small" in text and "Luong attention" in text
-    # the measured effects said in words: beams 1/2/12 scored 2.1/2.2/3.2 and decoded in 1/2/12 s
-    assert "beam 2 against greedy +0.10 BLEU; beam 12\nagainst beam 2 +1.00, decoding 6.0× as long" in text
-    members = [100.0 - order.index(f"reversed-2l-seed{k}") for k in (1, 2)]
-    mean = sum(members) / 2
+    assert "its 6 runs and evaluations took 21 minutes, 12 minutes of wall time with up to 2 at once" in text
+    assert "--scale small --architecture paper --steps-per-run 2000 --seeds 2" in text
+    # the claims table: the paper's direction with the seeds apart, the opposite apart, or overlapping
+    for claim, verdict in (
+        ("Reversing the source lowers test perplexity | 5.8 → 4.7 | 71.00 → 61.00 (-14.1%)", "reproduced"),
+        ("Reversing the source raises test BLEU | 25.9 → 30.6 | 3.50 → 5.50 (+57.1%)", "reproduced"),
+        ("2 layers rather than 1 lower test perplexity", "not reproduced"),
+        ("4 layers rather than 2 lower test perplexity", "not resolved at this budget"),
+        ("Beam 2 scores higher BLEU than greedy | most of beam 12's gain | +0.10, +0.10 (per model)", "reproduced"),
+        ("Beam 2 gives most of beam 12's gain", "not reproduced"),  # 0.1 of a 1.1 gain
+        ("An ensemble of 2 raises BLEU over each member | 30.59", "reproduced"),
+        ("An ensemble of 2 lowers test perplexity below each member's", "reproduced"),
+        ("The GAN's Parzen estimate on MNIST (test) | 225 ± 2 | 140.0 ± 2.0", "not resolved at this budget"),
+    ):
+        assert any(line.startswith(f"| {claim}") and line.endswith(f"**{verdict}** |") for line in text.splitlines())
+    assert "Here: 5 reproduced, 2 not reproduced, 2 not resolved at this budget." in text
+    # the tables: mean (min–max) over seeds; what the dev curves say
+    assert "| plain | 71.00 (70.00–72.00) | 81.00 (80.00–82.00) | 3.50 (3.00–4.00) | ppl 5.8, BLEU 25.9 |" in text
+    assert "dev perplexity at step 50 |" in text
+    assert "Dev curves: reversed below plain for every seed from step 10 on; the gap between the means" in text
     assert (
-        f"the ensemble) {mean:.2f} → 54.32 ({54.32 / mean - 1:+.1%}; the ensemble and its members' range do not" in text
+        "Dev curves: 1 layer below 2 layers for every seed from step 10 on; the gap between the means (1 layer" in text
     )
-    assert "below copying the source" not in text  # no copy baseline in fake_results
+    assert "Dev curves: the seeds' ranges still overlap at step 50" in text  # 2 → 4 layers
+    assert "| 4 | 61.00 (58.00–64.00) | +0.0% |" in text
+    assert "| 12 | 3.20 | 4.20 | 12 |" in text and "| both (ensemble) | 9.87 | 54.32 |" in text
+    # the GAN: its last evaluation, then Parzen against training minutes (two attempts: 600 + 400 s)
+    assert "| 140.0 ± 2.0 | 0.200 | 80.0 | 1.00 | 225 ± 2 |" in text
+    assert "| 0.5 | 4.2 | 100.0 ± 2.0 | 87.5 | 1.00 |" in text and "| 2.0 | 16.7 | 140.0 ± 2.0 |" in text
+    assert "reaches 225 after about 3.2 hours of this machine's training" in text
     figures = s.out.parent / "reproduction"
-    assert Image.open(figures / "s2s-dev.png").size[0] > 800
+    assert Image.open(figures / "s2s-dev.png").size[0] > 800 and (figures / "gan-parzen.png").is_file()
     assert (figures / "gan-nearest.png").exists() and json.loads((figures / "results.json").read_text())["gan"]
 
 
@@ -154,19 +224,23 @@ def test_the_performance_document_is_built_from_the_benchmark_figures(tmp_path):
     assert len((tmp_path / "docs" / "performance.jsonl").read_text().splitlines()) == len(results)
 
 
-def test_a_budget_too_small_to_translate_is_said_plainly(tmp_path):
-    s = study(tmp_path)
+def test_a_budget_too_small_to_translate_leaves_the_bleu_claims_unresolved(tmp_path):
+    s = study(tmp_path, scale="quick")
     results = fake_results(tmp_path, s)
     for found in results["evaluations"].values():
         found["bleu"] = 0.05
     reproduction.write(s, results)
-    assert "At 2 minutes per run no model has learned to translate yet" in s.out.read_text()
+    text = s.out.read_text()
+    assert "At 2,000 steps per run no model has learned to translate yet" in text
+    assert "This is the reduced study (`--scale quick`" in text
+    bleu_claims = [line for line in text.splitlines() if line.startswith("| ") and "BLEU" in line.split("|")[1]]
+    assert len(bleu_claims) == 3 and all(line.endswith("**not resolved at this budget** |") for line in bleu_claims)
 
 
 def test_the_paper_scale_document_has_every_depth_and_the_four_layer_model_at_its_centre(tmp_path):
     s = study(tmp_path, seeds=(1, 2, 3, 4, 5), scale="paper")
     reproduction.write(s, fake_results(tmp_path, s))
     text = s.out.read_text()
-    assert "--scale paper" in text and "| plain | " in text and "One checkpoint (reversed-4l-seed1)" in text
-    assert all(f"\n| {layers} | " in text for layers in (1, 2, 3, 4)) and "3 → 4 layers" in text
+    assert "--scale paper" in text and "| plain | " in text and "test BLEU, reversed-4l-seed2 |" in text
+    assert all(f"\n| {layers} | " in text for layers in (1, 2, 3, 4)) and "4 layers rather than 3" in text
     assert "Beam 12. Paper (BLEU)" in text

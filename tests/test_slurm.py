@@ -157,13 +157,19 @@ def test_the_paper_study_as_a_slurm_graph_dry_run(tmp_path):
     )
     assert {name for name in steps if name.startswith("train/")} == {f"train/{run}" for run in runs}
     evaluations = {name for name in steps if name.startswith("evaluate/")}
-    assert {f"evaluate/reversed-4l-seed1-beam{b}" for b in (1, 2, 12)} | {"evaluate/ensemble-5-beam12"} <= evaluations
+    beams = {f"evaluate/reversed-4l-seed{k}-beam{b}" for b in (1, 2, 12) for k in (1, 2)}
+    assert beams | {"evaluate/ensemble-5-beam12"} <= evaluations
     assert {"prepare-wmt14", "data", "gan/train", "gan/classifier", "gan/evaluate", "write"} <= set(steps)
+    # the GAN's 250 epochs of 500 steps, a checkpoint kept and evaluated at each eighth: Parzen against time
+    curve = {name for name in steps if name.startswith("gan/curve/")}
+    assert curve == {f"gan/curve/step-{15625 * k}" for k in range(1, 8)}
+    assert steps["gan/curve/step-15625"][1] == "gan/train, gan/classifier"
     sbatch = {name: line for name, line in re.findall(r"^## (\S+) .*?\n(?:.*\n)*?# (sbatch .*)$", result.stdout, re.M)}
     ensemble = sbatch["evaluate/ensemble-5-beam12"]
     assert ensemble.count("<train/reversed-4l-seed") == 5 and "--dependency=afterok:" in ensemble
     assert "<prepare-wmt14>" in sbatch["data"] and "<data>" in sbatch["train/plain-4l-seed1"]
     assert "--summary-file" in sbatch["train/plain-4l-seed1"] and "--preset paper" in sbatch["train/plain-4l-seed1"]
+    assert "train.checkpoint_every_steps=15625" in sbatch["gan/train"]
     assert "#SBATCH --nodes=4" in result.stdout and "DEVICES_PER_REPLICA=${DEVICES_PER_REPLICA:-8}" in result.stdout
     assert "DEVICES_PER_REPLICA=${DEVICES_PER_REPLICA:-1}" in result.stdout  # the gan's replica: one GPU
     assert not (tmp_path / "study").exists(), "a dry run submits and writes nothing"
@@ -192,7 +198,8 @@ def test_the_tiny_study_runs_as_a_slurm_graph_to_its_document_and_a_second_submi
     poll(lambda: out.is_file() or stuck(slurm), timeout=900, what="the study's document")
     assert out.is_file(), status(command, slurm)
     text = out.read_text()
-    assert "# Reproduction" in text and "2 → 4 layers" in text and "--scale tiny" in text
+    assert "# Reproduction" in text and "| 4 layers rather than 2 lower test perplexity |" in text
+    assert "--scale tiny" in text and "### Parzen estimate against training time" in text
     for figure in ("s2s_states", "s2s_bleu_by", "gan_interpolation"):  # drawn from the study's models, copied beside it
         assert (
             f"![{figure}](reproduction/{figure}.png)" in text

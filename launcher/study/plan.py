@@ -5,10 +5,15 @@ One definition serves both ways of running it: ``reproduce`` runs the steps one 
 ``reproduce --submit`` makes each a Slurm job that waits for the jobs of the steps it needs. A step
 whose record exists is done and is never run again, so a study resumes where it stands.
 
-Scales (``--scale``): ``small`` is the CPU study (minutes per run, see ``reproduce --help``); ``paper``
-is the papers' recipes (the 4 × 1000 model for its 7.5 epochs on the full WMT'14 corpora, depths 1–4,
-five reversed seeds for the ensembles, beams 1, 2 and 12; the GAN to its epochs); ``tiny`` is the
+Scales (``--scale``): ``small`` is the CPU study (the paper's model at a small size, every run the same
+number of steps, see ``reproduce --help``); ``quick`` is the same study in about a third of the steps;
+``paper`` is the papers' recipes (the 4 × 1000 model for its 7.5 epochs on the full WMT'14 corpora, depths
+1–4, five reversed seeds for the ensembles, beams 1, 2 and 12; the GAN to its epochs); ``tiny`` is the
 tiny presets for a few steps each, which checks the machinery and measures nothing.
+
+Every run is counted in steps (or the recipe's epochs), never in minutes: the runs that an ablation
+compares have taken the same number of updates, and a study's figures do not depend on how loaded the
+machine that ran it was.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ARCHITECTURES = {  # --architecture → the s2s job's arguments, at the small scale
-    "small": ("--preset", "small"),
+ARCHITECTURES = {  # --architecture → the s2s job's arguments, at the small and quick scales
     "paper": ("--preset", "small", "model.attention=false", "model.copy=false"),  # the paper's, at small's size
+    "small": ("--preset", "small"),  # with attention and copying
 }
 
 
@@ -28,45 +33,51 @@ class Scale:
     """What a study at one scale trains and evaluates."""
 
     s2s: tuple[str, ...]  # the s2s job's preset (and model) arguments
-    s2s_limit: tuple[str, ...]  # what ends an s2s run besides its epochs
     depths: tuple[int, ...]
     main_depth: int  # reversal, beams and ensembles are measured at this depth
     depth_seeds: int  # seeds of every other depth (the main depth has them all)
     plain_seeds: int  # seeds of the main depth in plain source order
-    beams: tuple[int, ...]  # on the first seed's main model
+    beams: tuple[int, ...]  # on the first two seeds' main models
     eval_beam: int  # every run, and the ensembles
     ensembles: tuple[int, ...]  # sizes: the first K seeds of the main reversed model together
     gan: tuple[str, ...]  # the gan job's arguments
     prepare_wmt14: bool  # download the full corpora first (unless --data-root has them)
-    s2s_extra: tuple[str, ...] = ("eval.every_steps=200",)  # dev perplexity often enough for the curves
+    s2s_extra: tuple[str, ...] = ("eval.every_steps=250",)  # dev perplexity often enough for the curves
     gan_samples: int = 10_000  # evaluate-gan's samples (the paper's 10,000)
+    gan_steps_per_epoch: int = 500  # MNIST's 50,000 training images in batches of 100
+    gan_recipe_epochs: float = 250.0  # the preset's num_epochs, what a run of gan_epochs 0 trains
+    gan_points: int = 8  # checkpoints of the GAN evaluated along its run: Parzen against training time
 
 
+CPU = dict(depths=(1, 2, 4), main_depth=2, depth_seeds=2, plain_seeds=2, beams=(1, 2, 12), eval_beam=2,
+           ensembles=(2,), gan=("--preset", "paper-mnist"), prepare_wmt14=False)  # fmt: skip
 SCALES = {
-    "tiny": Scale(("--preset", "tiny"), ("max_steps=20",), (1, 2, 4), 2, 2, 2, (1, 2, 12), 2, (2,),
-                  ("--preset", "tiny", "max_steps=20"), False, (), 500),
-    "small": Scale(ARCHITECTURES["small"], (), (1, 2, 4), 2, 2, 2, (1, 2, 12), 2, (2,),
-                   ("--preset", "paper-mnist"), False),
-    "paper": Scale(("--preset", "paper"), (), (1, 2, 3, 4), 4, 1, 1, (1, 2, 12), 12, (2, 5),
+    "tiny": Scale(("--preset", "tiny"), (1, 2, 4), 2, 2, 2, (1, 2, 12), 2, (2,), ("--preset", "tiny"), False,
+                  ("eval.every_steps=10",), 500, gan_steps_per_epoch=1000, gan_points=2),
+    "quick": Scale(ARCHITECTURES["paper"], **CPU),
+    "small": Scale(ARCHITECTURES["paper"], **CPU),
+    "paper": Scale(("--preset", "paper"), (1, 2, 3, 4), 4, 1, 1, (1, 2, 12), 12, (2, 5),
                    ("--preset", "paper-mnist"), True, ()),
 }  # fmt: skip
-DEFAULTS = {  # per scale: the settings a flag may change (None: the flag's own default)
-    "tiny": {"seeds": 2, "minutes": 0.0, "test_sentences": 10, "gan_minutes": 0.0, "classifier_epochs": 1},
-    "small": {"seeds": 2, "minutes": 5.0, "test_sentences": 1000, "gan_minutes": 20.0, "classifier_epochs": 3},
-    "paper": {"seeds": 5, "minutes": 0.0, "test_sentences": 0, "gan_minutes": 0.0, "classifier_epochs": 10},
+DEFAULTS = {  # per scale: the settings a flag may change. steps/gan_epochs 0: the recipes' epochs
+    "tiny": {"seeds": 2, "steps": 20, "test_sentences": 10, "gan_epochs": 0.02, "classifier_epochs": 1},
+    "quick": {"seeds": 2, "steps": 1000, "test_sentences": 500, "gan_epochs": 12.0, "classifier_epochs": 2},
+    "small": {"seeds": 2, "steps": 3000, "test_sentences": 1000, "gan_epochs": 40.0, "classifier_epochs": 3},
+    "paper": {"seeds": 5, "steps": 0, "test_sentences": 0, "gan_epochs": 0.0, "classifier_epochs": 10},
 }
 
 
 @dataclass(frozen=True)
 class Study:
-    """One study's settings and folders. ``minutes``/``gan_minutes`` 0: the recipe's epochs decide."""
+    """One study's settings and folders. ``steps`` (of every s2s run) and ``gan_epochs`` 0: the recipes'
+    epochs decide."""
 
     scale: str
     architecture: str
     seeds: tuple[int, ...]
-    minutes: float
+    steps: int
     test_sentences: int
-    gan_minutes: float
+    gan_epochs: float
     classifier_epochs: int
     work: Path
     out: Path
@@ -132,12 +143,17 @@ class Study:
         return cls(**{**settings, "seeds": tuple(settings["seeds"])}, work=work, out=out,
                    data_root=Path(root) if root else None)  # fmt: skip
 
-    def budget_minutes(self) -> float:
-        """What the study should take, when its runs are timed: training, plus ~40% for start-up and
-        evaluation, and the classifier (0 when the recipes' epochs decide)."""
-        if not self.minutes:
-            return 0.0
-        return 1.4 * (len(self.s2s_runs()) * self.minutes + self.gan_minutes) + 3 * self.classifier_epochs
+    @property
+    def gan_steps(self) -> int:
+        scale = self.plan
+        return round((self.gan_epochs or scale.gan_recipe_epochs) * scale.gan_steps_per_epoch)
+
+    def gan_curve(self) -> list[int]:
+        """The steps at which the GAN's checkpoints are evaluated: ``gan_points`` evenly spaced, the last
+        at the end of its run."""
+        points = self.plan.gan_points
+        every = max(1, self.gan_steps // points)
+        return [every * k for k in range(1, points)] + [self.gan_steps]
 
 
 @dataclass(frozen=True)
@@ -160,20 +176,23 @@ class Step:
 
 
 def steps(study: Study) -> list[Step]:
-    """The whole study, every step after the ones it needs."""
+    """The whole study, every step after the ones it needs; the longest (the GAN's training) first, so
+    that steps run side by side finish together."""
     work, records, scale = study.work, study.work / "records", study.plan
     graph: list[Step] = []
     if scale.prepare_wmt14 and study.data_root is None:
         graph.append(Step("prepare-wmt14", ("prepare-wmt14", "--out", str(study.raw_data)), records / "prepare.json"))
     graph.append(Step("data", (), records / "data.json", after=tuple(s.name for s in graph)))
-    limit = (f"max_minutes={study.minutes}",) if study.minutes else scale.s2s_limit
-    s2s = scale.s2s if study.scale != "small" else ARCHITECTURES[study.architecture]
+    limit = (f"max_steps={study.steps}",) if study.steps else ()
+    s2s = ARCHITECTURES[study.architecture] if study.scale in ("quick", "small") else scale.s2s
+    gan = gan_steps(study)
+    graph += gan[:2]  # its training and the classifier
     for name, overrides in study.s2s_runs().items():
         run_dir = work / "s2s" / name
         args = ("s2s", *s2s, "--run-dir", str(run_dir), *limit, "metrics.port=0", *scale.s2s_extra, *overrides)
         graph.append(Step(f"train/{name}", args, run_dir / "summary.json", ("data",), "s2s", run_dir))
+    graph += gan[2:]  # its evaluations
     graph += evaluations(study)
-    graph += gan_steps(study)
     graph += figure_steps(study)
     graph.append(Step("write", (), records / "write.json", tuple(s.name for s in graph if s.name != "prepare-wmt14")))
     return graph
@@ -190,14 +209,15 @@ def evaluate_step(study: Study, name: str, runs: list[str], beam: int) -> Step:
 
 
 def evaluations(study: Study) -> list[Step]:
-    """Every run at the scale's beam; the first seed's main model at every beam; the ensembles."""
-    scale, first = study.plan, study.main_run(study.seeds[0])
+    """Every run at the scale's beam; the first two seeds' main models at every beam; the ensembles."""
+    scale = study.plan
     found = {
         step.name: step for run in study.s2s_runs() for step in [evaluate_step(study, run, [run], scale.eval_beam)]
     }
     for beam in scale.beams:
-        step = evaluate_step(study, first, [first], beam)
-        found[step.name] = step
+        for run in (study.main_run(seed) for seed in study.seeds[:2]):  # a beam's gain on two models
+            step = evaluate_step(study, run, [run], beam)
+            found[step.name] = step
     for size in scale.ensembles:
         members = [study.main_run(seed) for seed in study.seeds[:size]]
         step = evaluate_step(study, "ensemble" if size == 2 else f"ensemble-{size}", members, scale.eval_beam)
@@ -206,17 +226,29 @@ def evaluations(study: Study) -> list[Step]:
 
 
 def gan_steps(study: Study) -> list[Step]:
+    """The GAN trained for ``gan_epochs``, a checkpoint kept at each point of its curve; the classifier
+    behind FCD; every point evaluated (Parzen against training time), the last as ``gan/evaluate``."""
     work, scale = study.work, study.plan
-    limit = (f"max_minutes={study.gan_minutes}",) if study.gan_minutes else ()
     run_dir, classifier = work / "gan", work / "classifier.pt"
-    train = ("gan", *scale.gan, "--run-dir", str(run_dir), *limit, "metrics.port=0")
+    curve = study.gan_curve()
+    limit = (f"max_steps={study.gan_steps}",) if study.gan_epochs else ()
+    keep = (f"train.checkpoint_every_steps={curve[0]}", f"train.keep_checkpoints={len(curve) + 16}")
+    train = ("gan", *scale.gan, "--run-dir", str(run_dir), *limit, *keep, "metrics.port=0")
     classify = ("train-classifier", "--epochs", str(study.classifier_epochs), "--out", str(classifier), "--no-progress")
-    evaluate = ("evaluate-gan", "--checkpoint", str(run_dir), "--classifier", str(classifier),
-                "--num-samples", str(scale.gan_samples))  # fmt: skip
+    needs = ("gan/train", "gan/classifier")
+
+    def evaluate(step: int, name: str, record: Path) -> Step:
+        args = ("evaluate-gan", "--checkpoint", str(run_dir / "checkpoints" / f"step-{step:08d}.pt"),
+                "--classifier", str(classifier), "--num-samples", str(scale.gan_samples))  # fmt: skip
+        grid = ("--grid", str(record.with_suffix(".png")))
+        return Step(name, args + (grid if name != "gan/evaluate" else ()), record, needs, gpu=True)
+
+    points = [evaluate(step, f"gan/curve/step-{step}", work / "gan-curve" / f"step-{step}.json") for step in curve[:-1]]
     return [
         Step("gan/train", train, run_dir / "summary.json", ("data",), "gan", run_dir),
         Step("gan/classifier", classify, work / "classifier.json", ("data",), gpu=True),
-        Step("gan/evaluate", evaluate, run_dir / "evaluation.json", ("gan/train", "gan/classifier"), gpu=True),
+        *points,
+        evaluate(curve[-1], "gan/evaluate", run_dir / "evaluation.json"),
     ]
 
 

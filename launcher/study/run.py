@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from dist_train.atomic_files import atomic_write
@@ -16,6 +17,13 @@ from launcher.paths import PROJECT_ROOT
 from launcher.study.plan import Step, Study, steps
 
 NAME = "reproduce"
+
+
+def span(started: float) -> dict:
+    """A step's time: how long it took (``study_seconds``) and when it ended (``finished_at``, Unix time),
+    from which the document tells the study's wall time and how many steps ran at once."""
+    seconds = time.monotonic() - started
+    return {"study_seconds": seconds, "finished_at": time.time()}
 
 
 def launcher_json(args: tuple[str, ...], record: Path, env: dict[str, str]) -> dict:
@@ -32,26 +40,49 @@ def launcher_json(args: tuple[str, ...], record: Path, env: dict[str, str]) -> d
                                 env={**os.environ, **env})  # fmt: skip
     if result.returncode != 0:
         raise SystemExit(f"error: {' '.join(args[:2])} failed (exit {result.returncode}): see {log_file}")
-    summary = {**json.loads(result.stdout.strip().splitlines()[-1]), "study_seconds": time.monotonic() - started}
+    summary = {**json.loads(result.stdout.strip().splitlines()[-1]), **span(started)}
     atomic_write(record, json.dumps(summary) + "\n")
     return summary
 
 
-def run_step(study: Study, step: Step) -> dict:
-    """One step, here; its record (the step is skipped when that exists already)."""
+def with_threads(step: Step, threads: int) -> tuple[str, ...]:
+    """``step``'s arguments with its intra-op threads set (0: the command's default, all cores)."""
+    if not threads or not step.args:
+        return step.args
+    return (*step.args, f"train.threads={threads}" if step.job in ("s2s", "gan") else f"--threads={threads}")
+
+
+def run_step(study: Study, step: Step, threads: int = 0) -> dict:
+    """One step, here, on ``threads`` threads (0: all cores); its record (the step is skipped when that
+    exists already)."""
     if step.args:
-        return launcher_json(step.args, step.record, study.environment())
+        return launcher_json(with_threads(step, threads), step.record, study.environment())
     if step.done():
         return json.loads(step.record.read_text())
     started = time.monotonic()
     summary = {"data": shard_data, "write": write_document}[step.name](study)
-    atomic_write(step.record, json.dumps({**summary, "study_seconds": time.monotonic() - started}) + "\n")
+    atomic_write(step.record, json.dumps({**summary, **span(started)}) + "\n")
     return summary
 
 
-def run_here(study: Study) -> None:
-    for step in steps(study):
-        run_step(study, step)
+def run_here(study: Study, lanes: int = 1) -> None:
+    """Every step, ``lanes`` at a time (each on its share of the cores), a step as soon as the steps it
+    needs are done; the longest first (the graph lists the GAN's training before the s2s runs)."""
+    todo, done = {s.name: s for s in steps(study)}, set()
+    threads = max(1, (os.cpu_count() or 1) // lanes) if lanes > 1 else 0
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
+        running = {}
+        while todo or running:
+            for name, step in list(todo.items()):
+                if len(running) < lanes and all(need in done for need in step.after):
+                    running[pool.submit(run_step, study, step, threads)] = name
+                    del todo[name]
+            if not running:
+                raise SystemExit(f"error: the study's steps {sorted(todo)} wait on steps that are not in it")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # a failed step stops the study (what is done stays done)
+                done.add(running.pop(future))
 
 
 def shard_data(study: Study) -> dict:
@@ -75,7 +106,9 @@ def results(study: Study) -> dict:
     beam = f"-beam{study.plan.eval_beam}"
     for name in (*study.s2s_runs(), "ensemble"):  # each run (and the ensemble of two) at the scale's beam, by name
         evaluations[name] = evaluations[name + beam]
-    gan = {"training": found["gan/train"], "classifier": found["gan/classifier"], "evaluation": found["gan/evaluate"]}
+    curve = {name.rsplit("-", 1)[1]: record for name, record in found.items() if name.startswith("gan/curve/")}
+    gan = {"training": found["gan/train"], "classifier": found["gan/classifier"], "evaluation": found["gan/evaluate"],
+           "curve": {**curve, str(study.gan_curve()[-1]): found["gan/evaluate"]}}  # fmt: skip
     figures = {kind: found[f"figures/{kind}"] for kind in ("s2s", "gan")}
     return {"s2s": runs, "evaluations": evaluations, "gan": {**gan, "run_dir": str(study.work / "gan")},
             "figures": figures}  # fmt: skip

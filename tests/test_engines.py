@@ -44,3 +44,17 @@ def test_an_update_of_three_batches_all_reduces_once_and_equals_one_batch_of_all
         assert torch.allclose(model.weight.grad, whole.weight.grad, atol=1e-6)
     finally:
         dist.destroy_process_group()
+
+
+def test_without_clipping_an_update_reads_the_norm_and_leaves_the_gradients_as_they_are(monkeypatch):
+    """``max_grad_norm=0`` (the GAN's): the gradient norm is still returned (and decides whether the update
+    is applied), but no clipping pass rescales every gradient by 1."""
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", lambda *a, **k: (_ for _ in ()).throw(AssertionError("clipped")))
+    model = nn.Linear(4, 3)
+    engine = TorchEngine(model, Topology(), torch.optim.SGD(model.parameters(), lr=0.0),
+                         MixedPrecision("fp32", torch.device("cpu")), max_grad_norm=0.0)  # fmt: skip
+    norm = engine.update(model(torch.randn(5, 4)).square().sum())
+    expected = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
+    assert torch.allclose(norm, expected) and engine.applied
+    engine.update(model(torch.full((5, 4), float("inf"))).sum())
+    assert not engine.applied  # a non-finite gradient: no update

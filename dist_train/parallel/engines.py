@@ -75,7 +75,10 @@ class TorchEngine:
         self.accumulating = False
         self.precision.backward(loss)
         self.precision.unscale(self.optimizer)
-        grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
+        if math.isinf(self.max_grad_norm):  # nothing to clip: the norm alone (clipping would rescale by 1)
+            grad_norm = nn.utils.get_total_norm([p.grad for p in self.module.parameters() if p.grad is not None])
+        else:
+            grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.max_grad_norm)
         self.applied = bool(torch.isfinite(grad_norm))  # unscaled: inf when fp16 overflowed
         if self.applied or self.precision.scaler.is_enabled():  # fp16: the scaler skips it and lowers its scale
             self.precision.step(self.optimizer)

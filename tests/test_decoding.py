@@ -170,6 +170,9 @@ def test_evaluate_prints_bleu_and_perplexity_on_sgm(tiny_checkpoint):
     assert {"bleu", "bleu_signature", "bleu_tokenized", "perplexity", "num_sentences"} <= set(summary)
     assert summary["bleu_copy_baseline"] > 1, "English copied into French shares names, numbers, punctuation"
     assert summary["num_sentences"] == 40 and 1 < summary["perplexity"] < 2000
+    sources, references = read_sentences(SRC_SGM)[:40], read_sentences(REF_SGM)[:40]
+    unpaired = Translator([tiny_checkpoint]).perplexity(sources[1:] + sources[:1], references)
+    assert summary["perplexity_other_source"] == round(unpaired, 4) != summary["perplexity"]
     assert summary["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # --device auto
 
 

@@ -128,8 +128,8 @@ def fake_results(tmp_path, s: Study) -> dict:
         logged = [{"step": t, "loss": 6.0 - t / 100, "dev_ppl": ppl[k] + 60 - t} for t in range(10, 51, 10)]
         (run_dir / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
         runs[name] = {"steps": 2000, "epochs": 1.6, "run_dir": str(run_dir)}
-        evaluations[name] = {"bleu": bleu[k], "perplexity": ppl[k], "num_sentences": 50,
-                             "translate_seconds": 3.0}  # fmt: skip
+        evaluations[name] = {"bleu": bleu[k], "perplexity": ppl[k], "perplexity_other_source": 2 * ppl[k],
+                             "num_sentences": 50, "translate_seconds": 3.0}  # fmt: skip
     for k, seed in enumerate(s.seeds[:2]):
         for beam in (1, 2, 12):
             evaluations[f"{s.main_run(seed)}-beam{beam}"] = {"bleu": 2.0 + beam / 10 + k, "translate_seconds": beam}
@@ -164,6 +164,7 @@ def test_the_reproduction_document_gives_every_claim_its_verdict_from_the_study_
     # the tables: mean (min–max) over seeds; what the dev curves say
     assert "| plain | 71.00 (70.00–72.00) | 81.00 (80.00–82.00) | 3.50 (3.00–4.00) | ppl 5.8, BLEU 25.9 |" in text
     assert "dev perplexity at step 50 |" in text
+    assert "another sentence's: plain-2l 71.00 (70.00–72.00) → 142.00 (140.00–144.00); reversed-2l 61.00" in text
     assert "Dev curves: reversed below plain for every seed from step 10 on; the gap between the means" in text
     assert (
         "Dev curves: 1 layer below 2 layers for every seed from step 10 on; the gap between the means (1 layer" in text

@@ -45,10 +45,11 @@ def config_of(name: str) -> str:
 
 
 def by_config(study, evaluations: dict, key: str) -> dict[str, list[float]]:
+    """Configuration → each seed's ``key`` (configurations whose evaluations lack it are left out)."""
     grouped: dict[str, list[float]] = {}
     for name in study.s2s_runs():
-        grouped.setdefault(config_of(name), []).append(evaluations[name][key])
-    return grouped
+        grouped.setdefault(config_of(name), []).append(evaluations[name].get(key))
+    return {config: values for config, values in grouped.items() if None not in values}
 
 
 MODEL_TEXT = {  # what each --architecture trains, said before the tables
@@ -80,7 +81,8 @@ def s2s_section(study, results: dict, figures: Path) -> tuple[list[str], list[Cl
     main = config_of(study.main_run(study.seeds[0]))
     epochs = statistics.mean(runs[name]["epochs"] for name in runs if config_of(name) == main)
     translates = max(max(values) for values in bleu.values()) >= 1.0
-    reversal_lines, reversal_claims = reversal(study, ppl, bleu, curves, translates)
+    other = by_config(study, evaluations, "perplexity_other_source")
+    reversal_lines, reversal_claims = reversal(study, ppl, bleu, other, curves, translates)
     depth_lines, depth_claims = depth(study, ppl, curves)
     decoding_lines, decoding_claims = beam_and_ensemble(study, evaluations, translates)
     lines = [
@@ -110,7 +112,22 @@ def dev_every(curves: dict) -> str:
     return f"{steps[1] - steps[0]:,}" if len(steps) > 1 else "—"
 
 
-def reversal(study, ppl: dict, bleu: dict, curves: dict, translates: bool) -> tuple[list[str], list[Claim]]:
+def source_use(ppl: dict, other: dict, configs: tuple[str, ...]) -> list[str]:
+    """How much of each configuration's test perplexity its source explains: the references scored beside
+    their own sources against beside another sentence's (``evaluate``'s ``perplexity_other_source``)."""
+    if not all(config in other for config in configs):
+        return []
+    said = [f"{config} {spread(ppl[config])} → {spread(other[config])}" for config in configs]
+    return [
+        "What the models take from their source: test perplexity beside each reference's own source, then beside",
+        f"another sentence's: {'; '.join(said)}. Reversal can only change the part the source explains.",
+        "",
+    ]
+
+
+def reversal(
+    study, ppl: dict, bleu: dict, other: dict, curves: dict, translates: bool
+) -> tuple[list[str], list[Claim]]:
     main = config_of(study.main_run(study.seeds[0]))
     plain = main.replace("reversed", "plain")
     paper_ppl, paper_bleu = PAPER["reversal_ppl"].split(" → "), PAPER["reversal_bleu"].split(" → ")
@@ -128,6 +145,7 @@ def reversal(study, ppl: dict, bleu: dict, curves: dict, translates: bool) -> tu
               arrow(bleu[plain], bleu[main]) + ("" if translates else " (every BLEU < 1)"), bleu_verdict),
     ]  # fmt: skip
     story = curve_story(curves[plain], curves[main], ("plain", "reversed")) if plain in curves else ""
+    source = source_use(ppl, other, (plain, main))
     return [
         "### Reversing the source",
         "",
@@ -139,6 +157,7 @@ def reversal(study, ppl: dict, bleu: dict, curves: dict, translates: bool) -> tu
         f"{change('test BLEU', bleu[plain], bleu[main])}.",
         f"Verdicts: perplexity **{claims[0].verdict}**, BLEU **{claims[1].verdict}**. {story}",
         "",
+        *source,
     ], claims
 
 

@@ -190,6 +190,12 @@ def run_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def other_sources(sources: list[str]) -> list[str]:
+    """Each sentence's source replaced by the next one's (the last by the first): a model that ignored its
+    source would score the references as well beside these."""
+    return sources[1:] + sources[:1]
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.examples < 0:
         args.parser.error(f"--examples {args.examples}: give 0 (none) or more")
@@ -210,9 +216,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     scores = bleu(hypotheses, references, model.tgt.lang)
     perplexity = model.perplexity(sources, references)
+    unpaired = model.perplexity(other_sources(sources), references)
     say(
         f"BLEU {scores['bleu']} (sacreBLEU, detokenized), {scores['bleu_tokenized']} (tokenized), "
-        f"perplexity {perplexity:.2f} on {len(sources)} sentences"
+        f"perplexity {perplexity:.2f} on {len(sources)} sentences ({unpaired:.2f} with each reference beside "
+        "another sentence's source: what the model takes from its source)"
     )
     copy_bleu = copy_baseline_bleu(sources, references)
     say(in_context(scores["bleu"], copy_bleu))
@@ -223,6 +231,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         **scores,
         "bleu_copy_baseline": copy_bleu,
         "perplexity": round(perplexity, 4),
+        "perplexity_other_source": round(unpaired, 4),
         "num_sentences": len(sources),
         "beam": beam.beam,
         "device": str(model.device),

@@ -14,6 +14,7 @@ GAN_EVAL_SECONDS = 40.0
 TEST_SECONDS_PER_SENTENCE = 0.05
 CLASSIFIER_EPOCH_SECONDS = 60.0
 
+
 def budget_minutes(study: Study, lanes: int = 1) -> float:
     """What the study should take here, ``lanes`` steps at a time, each on 1/lanes of the cores: the
     s2s and GAN steps at the speeds measured on the machine that wrote docs/REPRODUCTION.md (a

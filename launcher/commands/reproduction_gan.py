@@ -8,6 +8,8 @@ import math
 import shutil
 from pathlib import Path
 
+from matplotlib.ticker import ScalarFormatter
+
 from dist_train.reporting import plt, read_jsonl
 from launcher.commands.reproduction_claims import NOT_REPRODUCED, REPRODUCED, UNRESOLVED, Claim
 
@@ -78,6 +80,8 @@ def plot(points: list[tuple[int, float, dict]], path: Path) -> None:
     ax.errorbar(minutes, [e["parzen_ll"] for *_, e in points], yerr=[e["parzen_se"] for *_, e in points], marker="o")
     ax.axhline(PAPER_PARZEN, linestyle="--", color="grey", label="the paper: 225 ± 2")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # 5, 10, 20 minutes: not 5×10^0
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("training minutes (log scale)")
     ax.set_ylabel("Parzen log-likelihood (test)")
     ax.set_title("GAN: Parzen estimate against training time")

@@ -39,6 +39,15 @@ from launcher.study.run import run_here, run_step
 NAME = "reproduce"
 
 
+PER_SCALE_FLAGS = (  # flag, Study field, type, help: the default depends on --scale (DEFAULTS)
+    ("--steps-per-run", "steps", int, "training steps of each s2s run (0: its epochs)"),
+    ("--seeds", "seeds", int, "seeds of every configuration (at least 2: the spread)"),
+    ("--test-sentences", "test_sentences", int, "newstest2014 sentences tested (0: all 3003)"),
+    ("--gan-epochs", "gan_epochs", float, "training epochs of the GAN (0: its recipe's)"),
+    ("--classifier-epochs", "classifier_epochs", int, "of the MNIST classifier behind FCD"),
+)
+
+
 def per_scale(what: str, key: str) -> str:
     """A flag's help with its default at each scale (0: the recipe's, at the paper scale)."""
     return f"{what} (default per scale: " + ", ".join(f"{scale} {DEFAULTS[scale][key]:g}" for scale in DEFAULTS) + ")"
@@ -63,43 +72,14 @@ def add_parser(jobs) -> None:
         "seconds, for tests",
     )
     p.add_argument(
-        "--steps-per-run",
-        type=int,
-        default=argparse.SUPPRESS,
-        dest="steps",
-        help=per_scale("training steps of each s2s run (0: its epochs)", "steps"),
-    )
-    p.add_argument(
         "--architecture",
         choices=sorted(ARCHITECTURES),
         default="paper",
         help="small/quick scale: paper (the paper's model: no attention, no copying) or small (both), at the "
         "small preset's size",
     )
-    p.add_argument(
-        "--seeds",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=per_scale("seeds of every configuration (at least 2: the spread)", "seeds"),
-    )
-    p.add_argument(
-        "--test-sentences",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=per_scale("newstest2014 sentences tested (0: all 3003)", "test_sentences"),
-    )
-    p.add_argument(
-        "--gan-epochs",
-        type=float,
-        default=argparse.SUPPRESS,
-        help=per_scale("training epochs of the GAN (0: its recipe's)", "gan_epochs"),
-    )
-    p.add_argument(
-        "--classifier-epochs",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=per_scale("of the MNIST classifier behind FCD", "classifier_epochs"),
-    )
+    for flag, key, kind, what in PER_SCALE_FLAGS:
+        p.add_argument(flag, type=kind, default=argparse.SUPPRESS, dest=key, help=per_scale(what, key))
     p.add_argument(
         "--data-root", type=Path, default=None, help="raw WMT'14 data the user has (paper: skips the download)"
     )
@@ -122,10 +102,8 @@ def add_parser(jobs) -> None:
 
 
 def study_of(args: argparse.Namespace) -> Study:
-    values = {
-        k: getattr(args, k, None) for k in ("seeds", "steps", "test_sentences", "gan_epochs", "classifier_epochs")
-    }
-    values = {k: DEFAULTS[args.scale][k] if v is None else v for k, v in values.items()}
+    given = {key: getattr(args, key, None) for _, key, _, _ in PER_SCALE_FLAGS}
+    values = {k: DEFAULTS[args.scale][k] if v is None else v for k, v in given.items()}
     if values["seeds"] < 2 or min(values["steps"], values["gan_epochs"], values["test_sentences"]) < 0:
         args.parser.error("--seeds must be at least 2; --steps-per-run, --gan-epochs and --test-sentences >= 0")
     if args.scale in ("quick", "small") and not (values["steps"] and values["gan_epochs"]):

@@ -69,3 +69,14 @@ def find_test_set(root: Path, year: int = 2014) -> tuple[Path, Path]:
         if src and ref:
             return src[0], ref[0]
     raise UserError(root, f"holds no newstest{year} English-French test set")
+
+
+def held_out_split(root: Path, split: str) -> tuple[Path, Path]:
+    """The ``split`` (val or test) that a training corpus under ``root`` ships beside its own training part
+    (giga-fren's sample: ``original-split/{train,val,test}.{en,fr}``), as (source, reference): sentences of
+    the training data's own domain that training never reads (``HELD_OUT``)."""
+    for src in sorted(root.rglob(f"{split}.en")):
+        ref = _partner(src, "fr")
+        if ref is not None and (src.parent / "train.en").is_file():
+            return src, ref
+    raise UserError(root, f"holds no {split}.en / {split}.fr beside a train.en / train.fr corpus")

@@ -12,7 +12,7 @@ from data_shards.errors import UserError
 from data_shards.mnist import mnist_root, shard_mnist_split
 from data_shards.shard_images import ShardImagesConfig, shard_images
 from data_shards.shard_text import ShardTextConfig, shard_text
-from data_shards.wmt14 import find_test_set, training_pairs, wmt14_root
+from data_shards.wmt14 import find_test_set, held_out_split, training_pairs, wmt14_root
 from launcher.commands.common import say
 from launcher.paths import shards_home, shared_data
 
@@ -27,9 +27,10 @@ def shard_once(name: str, job: str, what: str, make: Callable[[Path], object]) -
     return out if (out / "manifest.json").is_file() else None
 
 
-def wmt14_shards(data_root: Path | None, job: str) -> tuple[Path, Path | None]:
-    """The discovered raw WMT'14 training corpora, and newstest2013 (the paper's dev set, encoded with
-    the training vocabulary) when the raw data has it."""
+def wmt14_shards(data_root: Path | None, job: str, in_domain_dev: bool = False) -> tuple[Path, Path | None]:
+    """The discovered raw WMT'14 training corpora, and a dev set encoded with their vocabulary:
+    newstest2013 (the paper's) when the raw data has it, or with ``in_domain_dev`` giga-fren's own val
+    split (held out of training; the domain of most of the training sample's pairs)."""
     root = wmt14_root(data_root, dict(os.environ), shared_data())
 
     def train(out: Path) -> None:
@@ -37,17 +38,24 @@ def wmt14_shards(data_root: Path | None, job: str) -> tuple[Path, Path | None]:
         shard_text(ShardTextConfig(src=src, tgt=tgt, out=out, overwrite=True))
 
     train_dir = shard_once("wmt14-train", job, f"the WMT'14 training corpora in {root}", train)
+    if in_domain_dev:
+        return train_dir, dev_shards("giga-fren-val", held_out_split(root, "val"), train_dir, job)
     try:
         dev_src, dev_ref = find_test_set(root, 2013)
     except UserError:
         say(f"{job}: no newstest2013 under {root}, so no dev set")
         return train_dir, None
+    return train_dir, dev_shards("wmt14-dev", (dev_src, dev_ref), train_dir, job)
 
-    def dev(out: Path) -> None:
+
+def dev_shards(name: str, pair: tuple[Path, Path], train_dir: Path, job: str) -> Path:
+    """Every sentence of the (source, reference) ``pair``, however long, with ``train_dir``'s vocabulary."""
+
+    def make(out: Path) -> None:
         every_sentence = {"max_len": 1000, "max_len_ratio": 1000.0, "overwrite": True, "progress": False}
-        shard_text(ShardTextConfig(src=(dev_src,), tgt=(dev_ref,), out=out, vocab_from=train_dir, **every_sentence))
+        shard_text(ShardTextConfig(src=pair[:1], tgt=pair[1:], out=out, vocab_from=train_dir, **every_sentence))
 
-    return train_dir, shard_once("wmt14-dev", job, f"the dev set {dev_src.name}", dev)
+    return shard_once(name, job, f"the dev set {pair[0]}", make)
 
 
 def mnist_shards(split: str, data_root: Path | None, job: str) -> Path:

@@ -137,9 +137,14 @@ def test_figures_cli_draws_the_gan_interpolation_with_the_moving_average(gan_che
 def test_figures_cli_draws_figures_2_and_3_into_the_run_report(tiny_checkpoint, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_checkpoint.parent.parent, run_dir)
-    result = run_cli("figures", "--checkpoint", run_dir, "--test-sentences", "20", "--beam", "1", "--no-progress")
+    held_out = WMT / "train-giga-fren-head30000" / "original-split"  # a test set of the user's (--src/--ref)
+    test = ("--src", held_out / "test.en", "--ref", held_out / "test.fr")
+    result = run_cli(
+        "figures", "--checkpoint", run_dir, "--test-sentences", "20", "--beam", "1", "--no-progress", *test
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["test_set"] == str(held_out / "test.en") and "20 sentences of test.en" in result.stderr
     out = run_dir / "report" / "figures"
     names = ["s2s_states.json", "s2s_states.png", "s2s_bleu_by.json", "s2s_bleu_by.png"]
     assert summary["files"] == [str(out / name) for name in names] and summary["num_sentences"] == 20

@@ -14,6 +14,7 @@ from conftest import run_cli
 from PIL import Image
 
 from launcher.commands import performance, reproduction
+from launcher.paths import shared_data
 from launcher.study import run
 from launcher.study.plan import Study, steps
 
@@ -32,6 +33,26 @@ def test_the_study_runs_every_depth_reversed_and_two_layers_plain_for_every_seed
     assert sorted(runs) == sorted(f"{config}-seed{seed}" for seed in (1, 2) for config in configs)
     assert runs["plain-2l-seed2"] == ("model.num_layers=2", "model.reverse_source=false", "train.seed=2")
     assert runs["reversed-4l-seed1"] == ("model.num_layers=4", "model.reverse_source=true", "train.seed=1")
+
+
+def test_the_cpu_study_reads_dev_and_test_in_domain_and_the_paper_study_the_news_sets(tmp_path):
+    """small: every s2s run's dev set is giga-fren's val split (sharded by the data step), every evaluation
+    and Figure 3 read giga-fren's test split; paper: newstest2013 (the runs' default) and newstest2014."""
+    held_out = shared_data() / "wmt14-en-fr" / "train-giga-fren-head30000" / "original-split"
+    test = ("--src", str(held_out / "test.en"), "--ref", str(held_out / "test.fr"))
+    small = study(tmp_path)
+    found = {step.name: step.args for step in steps(small)}
+    for name in small.s2s_runs():
+        args = found[f"train/{name}"]
+        assert args[args.index("--dev") + 1] == str(small.work / "shards" / "giga-fren-val")
+    for name in ("evaluate/reversed-2l-seed1-beam12", "evaluate/ensemble-beam2", "figures/s2s"):
+        args = found[name]
+        assert args[args.index("--src") :][:4] == test and "--data-root" not in args, name
+    paper = Study(**{**small.__dict__, "scale": "paper", "data_root": tmp_path / "wmt14"})
+    for step in steps(paper):
+        assert "--dev" not in step.args and "--src" not in step.args, step.name
+        if step.name.startswith(("evaluate/", "figures/s2s")):
+            assert step.args[step.args.index("--data-root") + 1] == str(tmp_path / "wmt14"), step.name
 
 
 def test_the_gan_keeps_a_checkpoint_at_each_point_of_its_curve_and_each_is_evaluated(tmp_path):

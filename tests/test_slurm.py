@@ -184,10 +184,10 @@ def test_the_tiny_study_runs_as_a_slurm_graph_to_its_document_and_a_second_submi
     (work / "shards" / "wmt14-train").symlink_to(newstest_small_shards)
     (work / "shards" / "mnist-train").symlink_to(mnist_5k_shards)
     dev = [tmp_path / f"dev.{side}" for side in ("en", "fr")]
-    for path, side in zip(dev, ("en", "fr")):  # 100 pairs of newstest2013: each run's dev perplexity
-        lines = shared_data() / "wmt14-en-fr" / "dev-plain" / f"newstest2013.{side}"
+    for path, side in zip(dev, ("en", "fr")):  # 100 pairs of giga-fren's val split: each run's dev perplexity
+        lines = shared_data() / "wmt14-en-fr" / "train-giga-fren-head30000" / "original-split" / f"val.{side}"
         path.write_text("".join(lines.read_text().splitlines(keepends=True)[:100]))
-    shard_text(ShardTextConfig(src=(dev[0],), tgt=(dev[1],), out=work / "shards" / "wmt14-dev",
+    shard_text(ShardTextConfig(src=(dev[0],), tgt=(dev[1],), out=work / "shards" / "giga-fren-val",
                                vocab_from=newstest_small_shards, progress=False))  # fmt: skip
     command = [sys.executable, "-m", "launcher.main", "reproduce", "--scale", "tiny", "--work-dir", str(work),
                "--out", str(out), "--nodes", "1"]  # fmt: skip
@@ -200,6 +200,7 @@ def test_the_tiny_study_runs_as_a_slurm_graph_to_its_document_and_a_second_submi
     text = out.read_text()
     assert "# Reproduction" in text and "| 4 layers rather than 2 lower test perplexity |" in text
     assert "--scale tiny" in text and "### Parzen estimate against training time" in text
+    assert "dev: giga-fren's own val split" in text and "sentences of giga-fren's own test split" in text
     for figure in ("s2s_states", "s2s_bleu_by", "gan_interpolation"):  # drawn from the study's models, copied beside it
         assert (
             f"![{figure}](reproduction/{figure}.png)" in text

@@ -1,5 +1,5 @@
-"""Sutskever et al. (2014), Figure 3: BLEU on the test set (newstest2014) by sentence length (left)
-and by how rare the sentence's words are (right).
+"""Sutskever et al. (2014), Figure 3: BLEU on the test set (the paper's: newstest2014) by sentence
+length (left) and by how rare the sentence's words are (right).
 
 The hypotheses come from one decoding of the test sentences (``translate``'s beam search); they are
 scored twice, grouped two ways, with the project's BLEU (``dist_train.evaluation.bleu``: sacreBLEU

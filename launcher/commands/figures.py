@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
 
 from data_shards.errors import UserError
-from data_shards.wmt14 import find_test_set, wmt14_root
 from dist_train.checkpoint import newest_in, read_checkpoint
 from dist_train.checkpoint.schema import JOBS
 from dist_train.decoding import BeamConfig
@@ -21,8 +19,7 @@ from dist_train.inference import load_model
 from dist_train.models.gan import GanModelConfig
 from dist_train.translation import Translator
 from launcher.commands.common import make_config, print_summary, say
-from launcher.commands.translate import add_device_flag, inference_device, read_sentences
-from launcher.paths import shared_data
+from launcher.commands.translate import add_device_flag, add_test_set_flags, inference_device, read_test_set
 
 NAME = "figures"
 DRAWN = {"s2s": "Sutskever et al.'s Figures 2 and 3", "gan": "Goodfellow et al.'s Figure 3"}
@@ -36,8 +33,9 @@ def add_parser(jobs) -> None:
         "data as JSON beside them (default RUN_DIR/report/figures/, which 'report' links). An s2s checkpoint "
         "gives Sutskever et al.'s Figure 2 (s2s_states: a 2-D PCA, one panel per phrase set, of the encoder's "
         "top-layer final hidden state h for the paper's phrases, 'John admires Mary' ... and 'I gave her a card "
-        "in the garden' ...) and Figure 3 (s2s_bleu_by: BLEU on newstest2014, translated once with beam search, "
-        "by source length in the paper's bins <=7, 8-12, 13-17, 18-22, 23-28, 29-35, 36+ tokens, and by the "
+        "in the garden' ...) and Figure 3 (s2s_bleu_by: BLEU on the test set, newstest2014 unless --src/--ref, "
+        "translated once with beam search, by source length in the paper's bins <=7, 8-12, 13-17, 18-22, 23-28, "
+        "29-35, 36+ tokens, and by the "
         "source words' average frequency rank, the sentences sorted by it and cut into --rank-bins equal groups). "
         "A gan checkpoint gives Goodfellow et al.'s Figure 3 (gan_interpolation: --rows rows of --steps images "
         "along straight lines between two seeded random z, drawn by the EMA generator when there is one).",
@@ -46,11 +44,11 @@ def add_parser(jobs) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, metavar="C", help="a checkpoint, or a run directory")
     p.add_argument("--out", type=Path, default=None, help="default: the checkpoint's RUN_DIR/report/figures")
     s2s = p.add_argument_group("s2s (Figure 3)")
-    s2s.add_argument("--test-sentences", type=int, default=0, metavar="N", help="the first N of newstest2014 (0: all)")
+    s2s.add_argument("--test-sentences", type=int, default=0, metavar="N", help="the first N test sentences (0: all)")
     s2s.add_argument("--beam", type=int, default=BeamConfig().beam, help="beam size, as evaluate's (1: greedy)")
     s2s.add_argument("--batch-size", type=int, default=32, help="sentences decoded together")
     s2s.add_argument("--rank-bins", type=int, default=NUM_RANK_BINS, help="equal groups of the rank-sorted sentences")
-    s2s.add_argument("--data-root", type=Path, default=None, help="where to find newstest2014 (as evaluate's)")
+    add_test_set_flags(s2s)
     s2s.add_argument("--no-progress", action="store_true")
     gan = p.add_argument_group("gan (Figure 3)")
     gan.add_argument("--rows", type=int, default=NUM_ROWS, help="lines in z space, one a row")
@@ -81,29 +79,27 @@ def run_directory(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
-def read_test_set(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """newstest2014 as evaluate finds it, the first --test-sentences of it."""
-    src, ref = find_test_set(wmt14_root(args.data_root, dict(os.environ), shared_data()))
-    sources, references = read_sentences(src), read_sentences(ref)
-    if len(sources) != len(references):
-        raise UserError(src, f"has {len(sources)} sentences but {ref} has {len(references)}")
-    count = args.test_sentences or len(sources)
-    return sources[:count], references[:count]
-
-
 def s2s_figures(args: argparse.Namespace, checkpoint: Path, out: Path, device: torch.device) -> dict:
     beam = make_config(args.parser, BeamConfig, beam=args.beam)
-    sources, references = read_test_set(args)  # before any work: a missing test set is the user's to fix
+    sources, references = read_test_set(
+        args, args.test_sentences
+    )  # before any work: a missing test set is the user's to fix
     translator = Translator([checkpoint], device=device)
     say("Figure 2: the encoder's final states of the paper's phrases")
     states = state_projections(translator)
     files = [write_json(states, out / "s2s_states.json"), plot_state_projections(states, out / "s2s_states.png")]
-    say(f"Figure 3: translating {len(sources)} newstest2014 sentences (beam {beam.beam}), then BLEU by bin")
+    say(f"Figure 3: translating {len(sources)} sentences of {args.src.name} (beam {beam.beam}), then BLEU by bin")
     hypotheses = translator.translate(sources, beam, batch_size=args.batch_size, progress=not args.no_progress)
     scores = bleu_by(sources, references, hypotheses, translator.src, translator.tgt.lang, num_rank_bins=args.rank_bins)
     scores["beam"] = beam.beam
     files += [write_json(scores, out / "s2s_bleu_by.json"), plot_bleu_by(scores, out / "s2s_bleu_by.png")]
-    return {"files": files, "bleu": scores["bleu"], "num_sentences": len(sources), "beam": beam.beam}
+    return {
+        "files": files,
+        "bleu": scores["bleu"],
+        "num_sentences": len(sources),
+        "beam": beam.beam,
+        "test_set": str(args.src),
+    }
 
 
 def gan_figures(args: argparse.Namespace, checkpoint: Path, out: Path, device: torch.device) -> dict:

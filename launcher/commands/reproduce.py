@@ -3,12 +3,14 @@ docs/REPRODUCTION.md written from what those runs measured.
 
 s2s (Sutskever et al.): the paper's model (``--architecture paper``: no attention, no copying; at the
 `small` preset's size) or the `small` preset's (``small``: attention and copying), trained on the 40k
-pairs of the WMT'14 training sample (dev: newstest2013) for the same number of steps every run:
+pairs of the WMT'14 training sample (dev: giga-fren's own val split, the domain of 68% of the training
+pairs; newstest2013 at --scale paper) for the same number of steps every run:
   * reversal: reversed against plain source order, 2 layers, every seed;
   * depth: 1, 2 and 4 layers (reversed), every seed, at equal steps;
   * beam 1, 2 and 12 on the first seed's 2-layer reversed model;
   * an ensemble of the first two seeds' 2-layer reversed models against each alone.
-Tested on the first ``--test-sentences`` of newstest2014: perplexity and BLEU (beam 2 unless said).
+Tested on the first ``--test-sentences`` of giga-fren's own test split (newstest2014 at --scale paper):
+perplexity and BLEU (beam 2 unless said).
 gan (Goodfellow et al.): paper-mnist for ``--gan-epochs``, then evaluate-gan on checkpoints along the
 run (the Parzen estimate against training time) and on the last: the Parzen estimate on the 10,000
 test images, FCD, class coverage, the sample grid and the nearest training images.
@@ -42,7 +44,7 @@ NAME = "reproduce"
 PER_SCALE_FLAGS = (  # flag, Study field, type, help: the default depends on --scale (DEFAULTS)
     ("--steps-per-run", "steps", int, "training steps of each s2s run (0: its epochs)"),
     ("--seeds", "seeds", int, "seeds of every configuration (at least 2: the spread)"),
-    ("--test-sentences", "test_sentences", int, "newstest2014 sentences tested (0: all 3003)"),
+    ("--test-sentences", "test_sentences", int, "test sentences (0: all; giga-fren test 1500, newstest2014 3003)"),
     ("--gan-epochs", "gan_epochs", float, "training epochs of the GAN (0: its recipe's)"),
     ("--classifier-epochs", "classifier_epochs", int, "of the MNIST classifier behind FCD"),
 )

@@ -29,7 +29,10 @@ def figures_section(drawn: dict, figures: Path) -> list[str]:
         return []
     s2s = drawn.get("s2s", {})
     model = (
-        f" (s2s: the first seed's main model, beam {s2s['beam']}, {s2s['num_sentences']} test sentences)" if s2s else ""
+        f" (s2s: the first seed's main model, beam {s2s['beam']}, {s2s['num_sentences']} sentences of "
+        f"{Path(s2s.get('test_set', 'newstest2014')).name})"
+        if s2s
+        else ""
     )
     return ["## The papers' figures", "", f"Drawn from the study's models by `figures`{model}.", "", *lines]
 

@@ -122,9 +122,7 @@ def add_parser(jobs) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_decoding_flags(e)
-    e.add_argument("--src", type=Path, default=None, help="source sentences (plain, .gz or SGM); default newstest2014")
-    e.add_argument("--ref", type=Path, default=None, help="reference translations, aligned with --src")
-    e.add_argument("--data-root", type=Path, default=None, help="where to find newstest2014 when --src is not given")
+    add_test_set_flags(e)
     e.add_argument("--limit", type=int, default=0, help="only the first N sentences (0: all)")
     e.add_argument(
         "--examples",
@@ -196,10 +194,16 @@ def other_sources(sources: list[str]) -> list[str]:
     return sources[1:] + sources[:1]
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    if args.examples < 0:
-        args.parser.error(f"--examples {args.examples}: give 0 (none) or more")
-    model, beam = translator(args)
+def add_test_set_flags(p: argparse.ArgumentParser) -> None:
+    """--src, --ref and --data-root, which ``read_test_set`` reads."""
+    p.add_argument("--src", type=Path, default=None, help="source sentences (plain, .gz or SGM); default newstest2014")
+    p.add_argument("--ref", type=Path, default=None, help="reference translations, aligned with --src")
+    p.add_argument("--data-root", type=Path, default=None, help="where to find newstest2014 when --src is not given")
+
+
+def read_test_set(args: argparse.Namespace, limit: int) -> tuple[list[str], list[str]]:
+    """(sources, references): --src and --ref, or newstest2014 as found under --data-root when neither is
+    given; the first ``limit`` (0: all)."""
     if (args.src is None) != (args.ref is None):
         args.parser.error("give both --src and --ref, or neither (newstest2014)")
     if args.src is None:
@@ -207,8 +211,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     sources, references = read_sentences(args.src), read_sentences(args.ref)
     if len(sources) != len(references):
         raise UserError(args.src, f"has {len(sources)} sentences but {args.ref} has {len(references)}")
-    if args.limit:
-        sources, references = sources[: args.limit], references[: args.limit]
+    return (sources[:limit], references[:limit]) if limit else (sources, references)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    if args.examples < 0:
+        args.parser.error(f"--examples {args.examples}: give 0 (none) or more")
+    model, beam = translator(args)
+    sources, references = read_test_set(args, args.limit)
     start = time.perf_counter()
     hypotheses = model.translate(
         sources, beam, batch_size=args.batch_size, replace_unk=args.replace_unk, progress=not args.no_progress

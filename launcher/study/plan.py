@@ -19,8 +19,12 @@ machine that ran it was.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from data_shards.wmt14 import held_out_split, wmt14_root
+from launcher.paths import shared_data
 
 ARCHITECTURES = {  # --architecture → the s2s job's arguments, at the small and quick scales
     "paper": ("--preset", "small", "model.attention=false", "model.copy=false"),  # the paper's, at small's size
@@ -42,6 +46,7 @@ class Scale:
     ensembles: tuple[int, ...]  # sizes: the first K seeds of the main reversed model together
     gan: tuple[str, ...]  # the gan job's arguments
     prepare_wmt14: bool  # download the full corpora first (unless --data-root has them)
+    in_domain: bool = False  # dev and test: giga-fren's own val and test splits (else newstest2013 and 2014)
     s2s_extra: tuple[str, ...] = ("eval.every_steps=250",)  # dev perplexity often enough for the curves
     gan_samples: int = 10_000  # evaluate-gan's samples (the paper's 10,000)
     gan_steps_per_epoch: int = 500  # MNIST's 50,000 training images in batches of 100
@@ -50,19 +55,19 @@ class Scale:
 
 
 CPU = dict(depths=(1, 2, 4), main_depth=2, depth_seeds=2, plain_seeds=2, beams=(1, 2, 12), eval_beam=2,
-           ensembles=(2,), gan=("--preset", "paper-mnist"), prepare_wmt14=False)  # fmt: skip
+           ensembles=(2,), gan=("--preset", "paper-mnist"), prepare_wmt14=False, in_domain=True)  # fmt: skip
 SCALES = {
-    "tiny": Scale(("--preset", "tiny"), (1, 2, 4), 2, 2, 2, (1, 2, 12), 2, (2,), ("--preset", "tiny"), False,
+    "tiny": Scale(("--preset", "tiny"), (1, 2, 4), 2, 2, 2, (1, 2, 12), 2, (2,), ("--preset", "tiny"), False, True,
                   ("eval.every_steps=10",), 500, gan_steps_per_epoch=1000, gan_points=2),
     "quick": Scale(ARCHITECTURES["paper"], **CPU),
     "small": Scale(ARCHITECTURES["paper"], **CPU),
     "paper": Scale(("--preset", "paper"), (1, 2, 3, 4), 4, 1, 1, (1, 2, 12), 12, (2, 5),
-                   ("--preset", "paper-mnist"), True, ()),
+                   ("--preset", "paper-mnist"), True, False, ()),
 }  # fmt: skip
 DEFAULTS = {  # per scale: the settings a flag may change. steps/gan_epochs 0: the recipes' epochs
     "tiny": {"seeds": 2, "steps": 20, "test_sentences": 10, "gan_epochs": 0.02, "classifier_epochs": 1},
     "quick": {"seeds": 2, "steps": 1000, "test_sentences": 500, "gan_epochs": 12.0, "classifier_epochs": 2},
-    "small": {"seeds": 2, "steps": 3000, "test_sentences": 1000, "gan_epochs": 40.0, "classifier_epochs": 3},
+    "small": {"seeds": 2, "steps": 3000, "test_sentences": 1000, "gan_epochs": 80.0, "classifier_epochs": 3},
     "paper": {"seeds": 5, "steps": 0, "test_sentences": 0, "gan_epochs": 0.0, "classifier_epochs": 10},
 }
 
@@ -106,6 +111,19 @@ class Study:
         """What every step's process gets in its environment."""
         env = {"DIST_TRAIN_SHARDS": str(self.shards)}
         return env | ({"WMT14_ROOT": str(self.raw_data)} if self.raw_data is not None else {})
+
+    @property
+    def dev_shards(self) -> Path | None:
+        """The s2s runs' dev set when it is in domain (made by the data step); None: newstest2013's."""
+        return self.shards / "giga-fren-val" if self.plan.in_domain else None
+
+    def test_set(self) -> tuple[str, ...]:
+        """evaluate's and figures' flags for the test set: giga-fren's own test split at an in-domain scale,
+        else newstest2014 (under the study's raw data when it has its own)."""
+        if self.plan.in_domain:
+            src, ref = held_out_split(wmt14_root(self.raw_data, dict(os.environ), shared_data()), "test")
+            return "--src", str(src), "--ref", str(ref)
+        return ("--data-root", str(self.raw_data)) if self.raw_data is not None else ()
 
     def s2s_runs(self) -> dict[str, tuple[str, ...]]:
         """Run name → its overrides: every seed of the main depth reversed, the other depths and the plain
@@ -187,9 +205,10 @@ def steps(study: Study) -> list[Step]:
     s2s = ARCHITECTURES[study.architecture] if study.scale in ("quick", "small") else scale.s2s
     gan = gan_steps(study)
     graph += gan[:2]  # its training and the classifier
+    dev = ("--dev", str(study.dev_shards)) if study.dev_shards is not None else ()
     for name, overrides in study.s2s_runs().items():
         run_dir = work / "s2s" / name
-        args = ("s2s", *s2s, "--run-dir", str(run_dir), *limit, "metrics.port=0", *scale.s2s_extra, *overrides)
+        args = ("s2s", *s2s, *dev, "--run-dir", str(run_dir), *limit, "metrics.port=0", *scale.s2s_extra, *overrides)
         graph.append(Step(f"train/{name}", args, run_dir / "summary.json", ("data",), "s2s", run_dir))
     graph += gan[2:]  # its evaluations
     graph += evaluations(study)
@@ -199,11 +218,9 @@ def steps(study: Study) -> list[Step]:
 
 
 def evaluate_step(study: Study, name: str, runs: list[str], beam: int) -> Step:
-    args = ["evaluate", "--beam", str(beam), "--limit", str(study.test_sentences), "--no-progress"]
+    args = ["evaluate", "--beam", str(beam), "--limit", str(study.test_sentences), "--no-progress", *study.test_set()]
     for run in runs:
         args += ["--checkpoint", str(study.work / "s2s" / run)]
-    if study.raw_data is not None:
-        args += ["--data-root", str(study.raw_data)]
     record = study.work / "evaluations" / f"{name}-beam{beam}.json"
     return Step(f"evaluate/{name}-beam{beam}", tuple(args), record, tuple(f"train/{run}" for run in runs), gpu=True)
 
@@ -264,9 +281,7 @@ def figure_steps(study: Study) -> list[Step]:
         str(work / "figures" / "s2s"),
         "--no-progress",
     ]
-    s2s += ["--test-sentences", str(study.test_sentences), "--beam", str(study.plan.eval_beam)]
-    if study.raw_data is not None:
-        s2s += ["--data-root", str(study.raw_data)]
+    s2s += ["--test-sentences", str(study.test_sentences), "--beam", str(study.plan.eval_beam), *study.test_set()]
     gan = ("figures", "--checkpoint", str(work / "gan"), "--out", str(work / "figures" / "gan"), "--no-progress")
     return [
         Step("figures/s2s", tuple(s2s), work / "figures" / "s2s.json", (f"train/{first}",), gpu=True),

@@ -91,7 +91,8 @@ def shard_data(study: Study) -> dict:
     from launcher.default_data import mnist_shards, wmt14_shards
 
     os.environ.update(study.environment())
-    train, dev = wmt14_shards(study.raw_data, NAME)
+    train, dev = wmt14_shards(study.raw_data, NAME, in_domain_dev=study.plan.in_domain)
+    assert study.dev_shards in (None, dev), f"the s2s steps read {study.dev_shards}, the data step made {dev}"
     mnist = {split: str(mnist_shards(split, None, NAME)) for split in ("train", "valid", "test")}
     return {"wmt14_train": str(train), "wmt14_dev": str(dev), "mnist": mnist}
 

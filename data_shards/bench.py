@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import tarfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +42,23 @@ def time_reader(folder: Path, cfg: ReaderConfig, min_seconds: float) -> dict:
                 return {"tokens_per_s": tokens / elapsed, "samples_per_s": samples / elapsed, "epochs": reader.epoch}
     finally:
         reader.close()
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def served(folder: Path) -> Iterator[str]:
+    """``folder``'s URL on a local HTTP server (Python's ``http.server``, in a thread of this process)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def time_offset_reads(folder: Path, batch_size: int, min_seconds: float, seed: int = 0) -> dict:
@@ -80,6 +102,8 @@ def bench_data(data_root: Path, work_dir: Path, *, workers: int = 2, min_seconds
     read = {n: time_reader(text_dir, ReaderConfig(**text_cfg, num_workers=n), min_seconds) for n in (0, 1, 2)}
     streams = time_reader(text_dir, ReaderConfig(**text_cfg, num_workers=2, micro_batches=8), min_seconds)
     by_offset = time_offset_reads(text_dir, 128, min_seconds)
+    with served(text_dir) as url:
+        over_http = time_reader(url, ReaderConfig(**text_cfg, num_workers=2), min_seconds)
     shard_images(
         ShardImagesConfig(
             input=(data_root / "mnist" / "t10k-images-idx3-ubyte.gz",), out=image_dir, overwrite=True, progress=False
@@ -94,5 +118,6 @@ def bench_data(data_root: Path, work_dir: Path, *, workers: int = 2, min_seconds
         "read_pairs_per_s": {f"{n}_workers": round(r["samples_per_s"]) for n, r in read.items()},
         "read_logical_streams_tokens_per_s": round(streams["tokens_per_s"]),  # 8 streams, 2 workers
         "read_by_offset_tokens_per_s": round(by_offset["tokens_per_s"]),  # in the training process
+        "read_over_http_tokens_per_s": round(over_http["tokens_per_s"]),  # 2 workers, curl from a local server
         "read_images_per_s": round(images["samples_per_s"]),
     }

@@ -39,12 +39,18 @@ def load_manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise UserError(path, "missing: is this a folder written by shard-text or shard-images?")
+    return parse_manifest(path.read_bytes(), path)
+
+
+def parse_manifest(data: bytes, where: str | Path) -> dict:
+    """A manifest's content (read from ``where``, a file or a URL), checked to be one this reader understands."""
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(path, f"not valid JSON: {err}") from err
-    if manifest.get("format") != FORMAT_VERSION:
-        raise UserError(path, f"format {manifest.get('format')!r}, this reader understands {FORMAT_VERSION!r}")
+        raise UserError(where, f"not valid JSON: {err}") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise UserError(where, f"format {found!r}, this reader understands {FORMAT_VERSION!r}")
     return manifest
 
 

@@ -40,11 +40,13 @@ import numpy as np
 
 from data_shards.checks import at_least
 from data_shards.errors import UserError
+from data_shards.fetch import FetchConfig
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReaderConfig:
-    """How a reader forms batches: at most ``batch_size`` sentences and ``max_tokens`` padded tokens."""
+class ReaderConfig(FetchConfig):
+    """How a reader forms batches: at most ``batch_size`` sentences and ``max_tokens`` padded tokens; and,
+    for shards behind a URL, how their files are fetched (``FetchConfig``'s keys)."""
 
     batch_size: int = 128  # sentences (or images) per batch, the paper's; 0: no limit
     max_tokens: int = 0  # padded tokens per batch: num_sentences × longest side ≤ max_tokens; 0: no limit
@@ -59,6 +61,7 @@ class ReaderConfig:
     with_text: bool = False  # also deliver each pair's text (TextBatch.src_text/tgt_text); training needs ids only
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         at_least(self, "data", 0, "batch_size", "max_tokens", note="0: no limit")
         at_least(self, "data", 0, "bucket_pool", "num_workers", "micro_batches")
         at_least(self, "data", 1, "shuffle_buffer")

@@ -22,7 +22,6 @@ import hashlib
 import signal
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -45,17 +44,17 @@ class _WorkerStream(IterableDataset):
     each new iteration where to start, and every worker derives the epoch's plan itself.
     """
 
-    def __init__(self, folder: Path, cfg: ReaderConfig, lengths: np.ndarray, replica: int, num_replicas: int) -> None:
-        self.folder, self.cfg, self.lengths = folder, cfg, lengths
+    def __init__(self, shards: ShardSet, cfg: ReaderConfig, replica: int, num_replicas: int) -> None:
+        self.shards, self.cfg, self.lengths = shards, cfg, shards.bucket_lengths()
         self.replica, self.num_replicas = replica, num_replicas
         self.cursor = torch.zeros(2, dtype=torch.int64).share_memory_()
         self.resumed: tuple[int, tuple[Segment, ...]] = (-1, ())  # (epoch, its segments read by other layouts)
         self._plan: tuple[int, EpochPlan] | None = None
 
-    def plan(self, shards: ShardSet, epoch: int) -> EpochPlan:
+    def plan(self, epoch: int) -> EpochPlan:
         if self._plan is None or self._plan[0] != epoch:
             before = self.resumed[1] if self.resumed[0] == epoch else ()
-            plan = plan_epoch(shards.sizes, self.lengths, self.cfg, epoch=epoch, num_replicas=self.num_replicas,
+            plan = plan_epoch(self.shards.sizes, self.lengths, self.cfg, epoch=epoch, num_replicas=self.num_replicas,
                               before=before)  # fmt: skip
             self._plan = (epoch, plan)
         return self._plan[1]
@@ -70,8 +69,8 @@ class _WorkerStream(IterableDataset):
     def _batches(self, epoch: int, start: int):
         info = get_worker_info()
         worker = info.id if info is not None else None
-        shards = ShardSet(self.folder, self.cfg.verify_sha256)
-        collate, plan = COLLATE[shards.kind], self.plan(shards, epoch)
+        shards = self.shards
+        collate, plan = COLLATE[shards.kind], self.plan(epoch)
         mine = [
             (pos, w, j)
             for pos, (w, j) in enumerate(plan.order(self.replica))
@@ -92,7 +91,7 @@ class _WorkerStream(IterableDataset):
             waiting = []
             yield pos, last
         if waiting and last is None:
-            raise UserError(self.folder, f"replica {self.replica} has no sound batch left in epoch {epoch}")
+            raise UserError(shards.location, f"replica {self.replica} has no sound batch left in epoch {epoch}")
         for stand_in_for, lost in waiting:
             yield stand_in_for, dataclasses.replace(last, corrupt_samples=lost)
 
@@ -104,7 +103,10 @@ def should_pin_memory(device: torch.device | str) -> bool:
 
 
 class ShardReader:
-    """One replica's view of a shard folder: iterate it once per epoch.
+    """One replica's view of a shard set: iterate it once per epoch.
+
+    ``shards``: a local folder, a URL (read as ``cfg``'s ``url_command``, ``max_retries``, ... say:
+    ``data_shards.fetch``), or a ``ShardSet`` already open.
 
     ``pin_memory`` (set it with ``should_pin_memory(device)``): the DataLoader pins each batch in a
     background thread, so that ``batch.to(device)`` copies it without blocking the host.
@@ -112,7 +114,7 @@ class ShardReader:
 
     def __init__(
         self,
-        folder: str | Path,
+        shards: str | Path | ShardSet,
         cfg: ReaderConfig,
         *,
         replica_rank: int = 0,
@@ -122,12 +124,12 @@ class ShardReader:
         if not 0 <= replica_rank < num_replicas:
             raise ValueError(f"replica_rank {replica_rank} is outside 0..{num_replicas - 1}")
         check_micro_batches(cfg.micro_batches, num_replicas)
-        self.folder, self.cfg = Path(folder), cfg
+        self.cfg = cfg
         self.replica_rank, self.num_replicas = replica_rank, num_replicas
         self.pin_memory = pin_memory
-        self.shards = ShardSet(self.folder, verify_sha256=False)
+        self.shards = shards if isinstance(shards, ShardSet) else ShardSet(shards, cfg.verify_sha256, cfg)
         self.epoch, self.position = 0, 0
-        self._stream = _WorkerStream(self.folder, cfg, self.shards.bucket_lengths(), replica_rank, num_replicas)
+        self._stream = _WorkerStream(self.shards, cfg, replica_rank, num_replicas)
         self._loader: DataLoader | None = None
 
     @property
@@ -135,7 +137,7 @@ class ShardReader:
         return self.shards.kind
 
     def plan(self) -> EpochPlan:
-        return self._stream.plan(self.shards, self.epoch)
+        return self._stream.plan(self.epoch)
 
     def __len__(self) -> int:
         """Batches per epoch for this replica: the same on every replica."""

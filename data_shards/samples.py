@@ -43,7 +43,7 @@ class SampleSource:
             try:
                 items.append(self.decode(samples[index]))
             except Exception as err:  # anything a malformed payload raises (json, PIL, a missing key)
-                path = self.shards.folder / self.shards.shards[shard]["name"]
+                path = self.shards.where(self.shards.shards[shard]["name"])
                 self._corrupt(UserError(path, f"sample {index} does not decode: {type(err).__name__}: {err}"))
                 continue
             kept.append(sample_id)

@@ -84,7 +84,7 @@ def _octal(field: bytes) -> int:
     return int(field, 8) if field else 0
 
 
-def _members(data: bytes, path: Path) -> Iterator[tuple[str, memoryview]]:
+def _members(data: bytes, path: str | Path) -> Iterator[tuple[str, memoryview]]:
     """(name, payload) of each regular file; a clear error on a truncated or corrupt tar."""
     view, offset, long_name = memoryview(data), 0, None
     while offset + BLOCK <= len(data):
@@ -108,7 +108,7 @@ def _members(data: bytes, path: Path) -> Iterator[tuple[str, memoryview]]:
     raise UserError(path, f"truncated tar: it ends at byte {len(data)} without the end-of-archive marker")
 
 
-def read_samples(data: bytes, path: Path) -> list[dict[str, memoryview]]:
+def read_samples(data: bytes, path: str | Path) -> list[dict[str, memoryview]]:
     """Group a shard's members into samples: ``{field: payload}`` in file order."""
     samples: list[dict[str, memoryview]] = []
     current_key = None

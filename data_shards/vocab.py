@@ -48,7 +48,12 @@ class Vocab:
 
     @classmethod
     def load(cls, path: Path) -> Vocab:
-        return cls(path.read_text(encoding="utf-8").split("\n")[:-1])
+        return cls.from_text(path.read_text(encoding="utf-8"))
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocab:
+        """A vocabulary as ``save`` writes it: one token per line."""
+        return cls(text.split("\n")[:-1])
 
 
 def clamp_vocab(tokens: torch.Tensor, size: int) -> torch.Tensor:

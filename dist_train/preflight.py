@@ -38,7 +38,7 @@ ALLREDUCE_SIZES = {"cpu": (1 * MiB, 8 * MiB, 32 * MiB), "cuda": (8 * MiB, 64 * M
 class PreflightConfig:
     """What to measure, and for how long (``seconds`` per measurement)."""
 
-    data: Path | None = None  # shards to read (None: the reader is not measured)
+    data: str | Path | None = None  # shards to read (a folder or a URL) (None: the reader is not measured)
     run_dir: Path = Path("runs")  # where the job will write its checkpoints
     precisions: tuple[str, ...] = ("fp32", "bf16")
     seconds: float = 2.0

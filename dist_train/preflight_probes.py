@@ -137,7 +137,7 @@ def copy_bandwidths(devices: tuple[str, ...], seconds: float, megabytes: int = 6
     return rates
 
 
-def reader_speed(data: Path, *, rank: int, world_size: int, workers: int, seconds: float) -> dict:
+def reader_speed(data: str | Path, *, rank: int, world_size: int, workers: int, seconds: float) -> dict:
     """This replica's share of ``data`` read for ``seconds`` (after the first batch, whose wait for
     the DataLoader workers is reported apart): tokens/s (source + target) and samples/s."""
     cfg = ReaderConfig(batch_size=128, num_workers=workers, shuffle=True, seed=0)

@@ -23,6 +23,7 @@ from launcher.commands import (
     reproduce,
     s2s,
     shard_images,
+    shard_index,
     shard_text,
     submit,
     train_classifier,
@@ -32,6 +33,7 @@ from launcher.commands import (
 JOBS = (
     shard_text,
     shard_images,
+    shard_index,
     prepare_wmt14,
     s2s,
     translate,

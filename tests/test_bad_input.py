@@ -237,6 +237,8 @@ ZERO_MEANS = {  # every numeric key that takes 0, and what 0 means: any other ke
     "samples.seed": "a seed",
     "parallel.chunk_len": "no wavefront",
     "metrics.port": "no metrics server",
+    "data.max_retries": "one attempt per file",
+    "data.retry_backoff_s": "retry at once",
 }
 
 

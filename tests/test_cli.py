@@ -138,6 +138,7 @@ def test_bench_data_prints_one_json_line(data_root):
     assert figures["shard_pairs_per_s"] > 0 and figures["read_images_per_s"] > 0
     assert set(figures["read_tokens_per_s"]) == {"0_workers", "1_workers", "2_workers"}
     assert figures["read_logical_streams_tokens_per_s"] > 0 and figures["read_by_offset_tokens_per_s"] > 0
+    assert figures["read_over_http_tokens_per_s"] > 0
     assert min(figures["read_tokens_per_s"].values()) > 0
 
 

@@ -6,9 +6,11 @@ the job's shards and the room for checkpoints; rank 0 prints a table (stderr) an
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from data_shards.errors import UserError
+from data_shards.fetch import FetchConfig
+from data_shards.shard_set import ShardSet, shard_location
 from dist_train.distributed import DEVICE_KINDS, init_distributed, shutdown
 from dist_train.preflight import PreflightConfig, run_preflight
 from dist_train.preflight_probes import CheckpointSize, estimated_checkpoint, existing_checkpoint
@@ -39,7 +41,12 @@ def add_parser(jobs) -> None:
         "measurement, or whose disk cannot hold the checkpoints the job keeps.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", type=Path, default=None, help="the job's shards: measure the reader (default: skip)")
+    p.add_argument(
+        "--data",
+        type=shard_location,
+        default=None,
+        help="the job's shards (a folder or a URL): measure the reader (default: skip)",
+    )
     p.add_argument(
         "--run-dir", type=Path, default=Path("runs"), help="where the job will write checkpoints: free disk there"
     )
@@ -103,9 +110,9 @@ def checkpoint_size(args: argparse.Namespace) -> CheckpointSize:
     if found is not None:
         return found
     cfg = load_config(S2SConfig, files=[preset_file("s2s", args.preset)])
-    manifest = args.data / "manifest.json" if args.data else None
-    if manifest is not None and manifest.is_file():
-        src, tgt = vocab_sizes(cfg.vocab, json.loads(manifest.read_text()))
+    manifest = shard_manifest(args.data) if args.data is not None else None
+    if manifest is not None:
+        src, tgt = vocab_sizes(cfg.vocab, manifest)
         vocab = f"{args.data}'s vocabularies"
     else:
         src, tgt = cfg.vocab.src_vocab_size or PAPER_VOCAB[0], cfg.vocab.tgt_vocab_size or PAPER_VOCAB[1]
@@ -114,3 +121,11 @@ def checkpoint_size(args: argparse.Namespace) -> CheckpointSize:
     return estimated_checkpoint(
         cfg.model, src_vocab_size=src, tgt_vocab_size=tgt, optimizer=cfg.optim.name, label=label
     )
+
+
+def shard_manifest(data: str | Path) -> dict | None:
+    """``--data``'s manifest; None where it cannot be read (the reader's probe names the problem)."""
+    try:
+        return ShardSet(data, verify_sha256=False, how=FetchConfig(max_retries=0)).manifest
+    except UserError:
+        return None

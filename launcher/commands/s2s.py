@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from data_shards.shard_set import shard_location
 from dist_train.trainers.s2s.trainer import S2SConfig, build_trainer
 from launcher.commands.training import Job, JobData, add_job_flags, run_job
 from launcher.default_data import wmt14_shards
@@ -31,10 +32,10 @@ def add_parser(jobs) -> None:
     add_job_flags(p, NAME, "small", raw_data="$WMT14_ROOT, else ../shared/data/wmt14-en-fr")
     p.add_argument(
         "--dev",
-        type=Path,
+        type=shard_location,
         default=None,
-        metavar="SHARD_DIR",
+        metavar="SHARDS",
         help="dev shards (same vocabulary): perplexity every eval.every_steps and at the end; "
-        "default with --data unset: newstest2013",
+        "(none with --data given and --dev not; with --data unset, newstest2013 by default)",
     )
     p.set_defaults(run=lambda args: run_job(args, JOB), parser=p)

@@ -12,7 +12,7 @@ from data_shards.errors import UserError
 from dist_train.models.gan import GanModelConfig
 
 
-def image_shape(manifest: dict, folder: Path | None = None) -> tuple[int, int, int]:
+def image_shape(manifest: dict, folder: str | Path | None = None) -> tuple[int, int, int]:
     """(channels, height, width) of an image shard set (``manifest``, of ``folder``) whose images all
     have one shape; a one-line error naming the folder otherwise."""
     shape = manifest.get("image_shape")
@@ -35,7 +35,7 @@ def to_pixels(images: torch.Tensor, pixel_range: tuple[float, float]) -> torch.T
 def mean_image(reader: ShardReader, model_cfg: GanModelConfig) -> torch.Tensor:
     """Every training image's mean (all replicas see all of them): G's output bias starts from it."""
     shards = reader.shards
-    full = ShardReader(shards.folder, ReaderConfig(batch_size=1000, shuffle=False, bucket_pool=0, num_workers=0))
+    full = ShardReader(shards, ReaderConfig(batch_size=1000, shuffle=False, bucket_pool=0, num_workers=0))
     total, count = None, 0
     for batch in full:
         pixels = to_pixels(batch.images, model_cfg.pixel_range).sum(dim=0)

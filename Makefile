@@ -13,7 +13,7 @@ DEMO_DIR ?= runs/demo
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_CPU)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,tensorboard]'
 	touch $@
 
 # The main job, sized to end within 10 minutes on 2 CPU cores with a model that translates: shard the

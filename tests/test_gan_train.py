@@ -10,8 +10,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ONE_NODE, run_cli, torchrun, train_log
+from conftest import ONE_NODE, run_cli, tensorboard_scalars, torchrun, train_log
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from data_shards import ShardReader
 from dist_train.distributed import Topology
@@ -98,6 +99,14 @@ def test_evaluate_gan_reports_parzen_fcd_and_coverage(mnist_5k_shards, mnist_tes
     assert drawn.getpixel((5 * 29, 10)) == (255, 210, 0) and drawn.getpixel((4 * 29, 10)) == (255, 255, 255)
     wrong = run_cli("evaluate-gan", "--checkpoint", tmp_path / "run" / "config.json", "--test", mnist_test_shards)
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+    shown = tensorboard_scalars(tmp_path / "run" / "tensorboard")  # training's figures and the evaluation's
+    for tag in ("train/d_loss", "train/g_loss", "train/d_real", "train/d_fake", "throughput/images_per_s"):
+        assert shown[tag] and shown[tag][-1][0] == 30, tag
+    assert shown["eval/parzen_ll"] == [(30, pytest.approx(figures["parzen_ll"], abs=1e-3))]
+    images = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert {"samples", "grid"} <= set(images.Tags()["images"])
+    (grid,) = images.Images("grid")
+    assert grid.step == 30 and (grid.width, grid.height) == Image.open(figures["grid"]).size
     report = run_cli("report", tmp_path / "run")  # the evaluation was recorded in the run directory
     assert report.returncode == 0, report.stderr
     markdown = (tmp_path / "run" / "report" / "report.md").read_text()

@@ -8,13 +8,14 @@ import re
 
 import pytest
 import torch
-from conftest import ONE_NODE, free_port, stopped_by_signal, torchrun
+from conftest import ONE_NODE, free_port, stopped_by_signal, tensorboard_scalars, torchrun
 from local_cluster import config_for_test, install_or_skip, poll, prometheus_query, scrape, script, start
 
 from data_shards.errors import UserError
 from dist_train.distributed import Topology
-from dist_train.metrics import MetricsConfig, ProgressBarSink, PrometheusSink
+from dist_train.metrics import MetricsConfig, ProgressBarSink, PrometheusSink, start_tensorboard
 from dist_train.metrics.prometheus import TARGETS_FILE, targets_files
+from dist_train.metrics.tensorboard import TensorBoardSink
 from dist_train.trainers.gan.step import GanStep
 from launcher.paths import PROJECT_ROOT
 
@@ -184,3 +185,24 @@ def test_a_real_prometheus_finds_a_running_job_and_records_its_throughput(promet
 def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads((PROJECT_ROOT / "cluster" / "grafana" / "dist-train.json").read_text())
     return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def test_tensorboard_hides_what_an_interrupted_attempt_wrote_after_the_checkpoint_and_can_be_off(tmp_path, monkeypatch):
+    first = TensorBoardSink(tmp_path)
+    for step in range(1, 11):
+        first.write(step, {"loss": float(step), "planned_steps": 10, "attempt_began": True})
+    first.close()  # stopped at step 10; its checkpoint was step 6
+    resumed = TensorBoardSink(tmp_path, begins_at=6)
+    for step in (7, 8):
+        resumed.write(step, {"loss": 100.0 + step})
+    resumed.close()
+    assert tensorboard_scalars(tmp_path / "tensorboard") == {
+        "train/loss": [(s, float(s)) for s in range(1, 7)] + [(7, 107.0), (8, 108.0)]
+    }
+    one = topology()
+    assert start_tensorboard(MetricsConfig(tensorboard="off"), one, tmp_path / "off", begins_at=0) == []
+    assert not (tmp_path / "off").exists()
+    monkeypatch.setattr("dist_train.metrics.tensorboard.tensorboard_installed", lambda: False)
+    assert start_tensorboard(MetricsConfig(), one, tmp_path / "auto", begins_at=0) == []  # auto: quietly none
+    with pytest.raises(UserError, match="pip install '.\\[tensorboard\\]'"):
+        start_tensorboard(MetricsConfig(tensorboard="on"), one, tmp_path / "on", begins_at=0)

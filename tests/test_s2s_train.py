@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ONE_NODE, finished, free_port, losses, run_cli, tiny_cli, torchrun, train_log
+from conftest import ONE_NODE, finished, free_port, losses, run_cli, tensorboard_scalars, tiny_cli, torchrun, train_log
 
 from data_shards.errors import UserError
 from data_shards.reader import ShardReader
@@ -103,8 +103,13 @@ def test_a_format_1_checkpoint_resumes_and_translates_as_format_2_and_a_newer_on
 
 @pytest.mark.slow
 def test_torchrun_two_processes_data_parallel(newstest_small_shards, tmp_path):
-    summary = finished(torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=tmp_path / "run"))
+    run = tmp_path / "run"
+    summary = finished(torchrun(*ONE_NODE, data=newstest_small_shards, run_dir=run,
+                                overrides=["metrics.tensorboard_all_ranks=true"]))  # fmt: skip
     assert summary["steps"] == 6 and summary["replicas_in_sync"] is True
+    for rank in (0, 1):  # each process's own step times, step by step
+        times = tensorboard_scalars(run / "tensorboard" / f"rank-{rank}")
+        assert [step for step, _ in times["step/seconds"]] == list(range(1, 7)) and "step/compute_seconds" in times
     saved = read_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000006.pt")
     assert [r.reader["replica_rank"] for r in saved.training.replicas] == [0, 1]
 
@@ -274,6 +279,13 @@ def test_dev_perplexity_is_logged_and_reported(newstest_small_shards, tmp_path, 
     dev = [(r["step"], r["dev_ppl"]) for r in records if "dev_ppl" in r]
     assert [step for step, _ in dev] == [5, 10] and dev[1][1] < dev[0][1] < 2000
     assert json.loads(result.stdout.strip().splitlines()[-1])["dev_ppl"] == dev[1][1]
+    shown = tensorboard_scalars(tmp_path / "run" / "tensorboard")  # the same figures, in TensorBoard
+    assert [(step, round(ppl, 3)) for step, ppl in shown["dev/ppl"]] == dev
+    trained = [r for r in records if "loss" in r]
+    for tag, name in [("train/loss", "loss"), ("train/ppl", "ppl"), ("throughput/words_per_s", "words_per_s"),
+                      ("optim/lr", "lr"), ("optim/grad_norm", "grad_norm")]:  # fmt: skip
+        assert [s for s, _ in shown[tag]] == [r["step"] for r in trained], tag
+        assert shown[tag][-1][1] == pytest.approx(trained[-1][name], rel=1e-6), tag
 
 
 def test_accumulated_batches_make_the_update_one_batch_of_all_their_sentences_would(newstest_small_shards, tmp_path):
@@ -295,3 +307,20 @@ def test_accumulated_batches_make_the_update_one_batch_of_all_their_sentences_wo
     )
     for mine, theirs in zip(accumulated.model.parameters(), summed.model.parameters()):
         torch.testing.assert_close(mine, theirs)
+
+
+def test_dev_given_without_data_takes_the_place_of_the_default_dev_set(tmp_path):
+    """`s2s --dev D` with --data unset: the default training shards, D as the dev set (not newstest2013)."""
+    import argparse
+    from dataclasses import replace
+
+    from launcher.commands import s2s
+    from launcher.commands.training import JobData, job_data
+
+    job = replace(s2s.JOB, default_data=lambda root: JobData(tmp_path / "wmt14-train", tmp_path / "wmt14-dev"))
+    args = argparse.Namespace(data=None, dev=tmp_path / "giga-fren-val", data_root=None)
+    assert job_data(args, job, Topology()) == JobData(tmp_path / "wmt14-train", tmp_path / "giga-fren-val")
+    args.dev = None
+    assert job_data(args, job, Topology()) == JobData(tmp_path / "wmt14-train", tmp_path / "wmt14-dev")
+    args.data = tmp_path / "mine"
+    assert job_data(args, job, Topology()) == JobData(tmp_path / "mine", None)

@@ -60,8 +60,12 @@ class MetricsConfig:
     bind: str = "0.0.0.0"  # the address to listen on: every interface, so Prometheus can scrape a node
     on_port_taken: str = "next"  # next: the next free port (logged) | error: stop with an error
     advertise_host: str = ""  # the host name written to the targets file ("": this node's name)
+    tensorboard: str = "auto"  # event files in RUN_DIR/tensorboard: auto (where the package is installed) | on | off
+    tensorboard_all_ranks: bool = False  # also every process's step times, RUN_DIR/tensorboard/rank-N
 
     def __post_init__(self) -> None:
+        if self.tensorboard not in ("auto", "on", "off"):
+            raise ValueError(f"metrics.tensorboard must be auto, on or off, not {self.tensorboard!r}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"metrics.port must be in 0..65535 (0: off), not {self.port}")
         if self.on_port_taken not in ("next", "error"):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from dist_train.metrics import tensorboard
+
 
 def make_config(parser: argparse.ArgumentParser, config_type, **values):
     """``config_type(**values)``; a validation error becomes a usage error naming the problem."""
@@ -30,13 +32,16 @@ def print_summary(summary: dict) -> None:
 
 def record_evaluation(checkpoint: Path, summary: dict) -> None:
     """Append an evaluation's summary, with the checkpoint's step, to its run's evaluations.jsonl
-    (``checkpoint`` is ``<run dir>/checkpoints/step-N.pt``): ``report`` plots them."""
+    (``checkpoint`` is ``<run dir>/checkpoints/step-N.pt``), which ``report`` plots, and to its TensorBoard
+    events."""
     run_dir = checkpoint.parent.parent
     if checkpoint.parent.name != "checkpoints" or not run_dir.is_dir():
         return
     step = int(checkpoint.stem.split("-")[-1]) if checkpoint.stem.startswith("step-") else None
     with open(run_dir / "evaluations.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": step, "time": round(time.time(), 3), **summary}, sort_keys=True) + "\n")
+    if step is not None:
+        tensorboard.record_evaluation(run_dir, step, summary)
 
 
 def say(message: str) -> None:

@@ -8,21 +8,23 @@ import argparse
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from data_shards.shard_set import shard_location
 from dist_train import distributed, rng
 from dist_train.atomic_files import atomic_write
 from dist_train.checkpoint import CheckpointFolder, resolve_resume
 from dist_train.checkpoint.elastic import SavedLayout, keep_samples_per_update, saved_layout
 from dist_train.checkpoint.schema import plain_config
-from dist_train.metrics import JsonlSink, ProgressBarSink, start_prometheus
+from dist_train.metrics import JsonlSink, ProgressBarSink, start_prometheus, start_tensorboard
 from dist_train.metrics.prometheus import write_targets
 from dist_train.parallel.replica import check_replica
 from dist_train.precision import configure_numerics
 from dist_train.preemption import StopSignals
+from dist_train.profiling import start_profiler
 from launcher.commands.common import print_summary, say
 from launcher.config import ConfigError, load_config, preset_file, presets_of
 from launcher.paths import PROJECT_ROOT
@@ -37,10 +39,11 @@ def add_job_flags(p: argparse.ArgumentParser, job: str, default_preset: str, *, 
     p.add_argument("--config", type=Path, default=None, metavar="F.toml", help="a TOML file applied after the preset")
     p.add_argument(
         "--data",
-        type=Path,
+        type=shard_location,
         default=None,
-        metavar="SHARD_DIR",
-        help="training shards; default: runs/shards/<corpus>, sharded from the raw data on first use",
+        metavar="SHARDS",
+        help="training shards: a folder, an http(s):// URL, pipe:COMMAND with {name}, or s3:// or gs:// read "
+        "with data.url_command (docs/data.md); default: runs/shards/<corpus>, sharded from the raw data on first use",
     )
     p.add_argument(
         "--data-root",
@@ -100,8 +103,8 @@ def run_directory(args: argparse.Namespace, job: str) -> Path:
 
 @dataclass(frozen=True)
 class JobData:
-    train: Path
-    dev: Path | None = None
+    train: str | Path  # a folder or a URL (data_shards.shard_set.shard_location)
+    dev: str | Path | None = None
 
 
 @dataclass(frozen=True)
@@ -144,12 +147,15 @@ def run_job(args: argparse.Namespace, job: Job) -> int:
 
 
 def job_data(args: argparse.Namespace, job: Job, topology: distributed.Topology) -> JobData:
-    """``--data`` (and ``--dev``) as given; else the job's default shards, made by the main process the
-    first time while the others wait, and its answer taken by all."""
+    """``--data`` and ``--dev`` as given; else the job's default shards, made by the main process the
+    first time while the others wait, and its answer taken by all (with ``--dev`` in place of its dev set
+    when given)."""
+    dev = getattr(args, "dev", None)
     if args.data is not None:
-        return JobData(args.data, getattr(args, "dev", None))
+        return JobData(args.data, dev)
     made = job.default_data(args.data_root) if topology.is_main else None
-    return distributed.all_gather_objects(made, topology)[0]
+    default = distributed.all_gather_objects(made, topology)[0]
+    return default if dev is None else replace(default, dev=dev)
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,7 @@ def find_resume(args: argparse.Namespace, job: str, run_dir: Path, topology) -> 
     return None if path is None else Resume(path, saved_layout(path, job))
 
 
-def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: Path, threads: int, resume) -> int:
+def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: str | Path, threads: int, resume) -> int:
     """Resume the trainer, record the run (config.json, train.jsonl, progress bar, Prometheus), train,
     print the summary."""
     topology, run_dir, checkpointer = trainer.topology, trainer.run_dir, trainer.checkpointer
@@ -200,6 +206,8 @@ def run_trainer(args: argparse.Namespace, job: str, cfg, trainer, data: Path, th
         )
         progress = ProgressBarSink(total=trainer.horizon, initial=trainer.step, desc=job, shown=trainer.shown)
         trainer.sinks.sinks += [JsonlSink(run_dir / "train.jsonl", begins_at=trainer.step, note=resumed), progress]
+    trainer.sinks.sinks += start_tensorboard(cfg.metrics, topology, run_dir, begins_at=trainer.step)
+    trainer.sinks.sinks += start_profiler(cfg.profile, run_dir, topology.rank, topology.device, begins_at=trainer.step)
     trainer.stop_signals = StopSignals().install()  # SIGTERM, SIGUSR1, Ctrl-C: checkpoint at the next step, exit 0
     try:
         summary = trainer.train()

@@ -35,11 +35,13 @@ from dist_train.optim import DecaySchedule, GanOptimConfig, build_gan_optimizer
 from dist_train.parallel.data_parallel import unwrap
 from dist_train.parallel.replica import ParallelConfig, build_engine
 from dist_train.precision import MixedPrecision
+from dist_train.profiling import ProfileConfig
 from dist_train.trainers.gan.data import image_shape, mean_image, to_pixels
 from dist_train.trainers.gan.noise import NoiseSource
 from dist_train.trainers.gan.samples import SamplesConfig, SampleWriter
 from dist_train.trainers.gan.step import D_DROPOUT, D_NOISE, G_DROPOUT, G_NOISE, GanStep, RealAndFake, frozen, mean
-from dist_train.trainers.loop import TrainConfig, Trainer, replica_reader
+from dist_train.trainers.loop import Trainer, replica_reader
+from dist_train.trainers.train_config import TrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +68,7 @@ class GanConfig:
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
         if self.train.grad_accum_steps != 1:
@@ -89,7 +92,7 @@ class GanTrainer(Trainer):
     ) -> None:
         super().__init__(cfg.train, topology, reader, run_dir)
         self.cfg, self.device = cfg, topology.device
-        self.image_shape = image_shape(reader.shards.manifest, reader.shards.folder)
+        self.image_shape = image_shape(reader.shards.manifest, reader.shards.location)
         generator, discriminator = build_gan(cfg.model, self.image_shape)
         if hasattr(generator, "init_output_bias"):
             generator.init_output_bias(mean_image(reader, cfg.model))
@@ -231,7 +234,7 @@ class GanTrainer(Trainer):
         return f"{self.cfg.model.arch} on {shape} images, {self.cfg.update.mode} updates"
 
     def inference_state(self) -> dict:
-        data = str(self.reader.shards.folder)
+        data = str(self.reader.shards.location)
         return {"config": plain_config(self.cfg), "data": data, "image_shape": list(self.image_shape)}
 
     def modules(self) -> dict:

@@ -29,10 +29,12 @@ from dist_train.optim import LearningRateSchedule, OptimConfig, build_optimizer
 from dist_train.parallel.data_parallel import unwrap
 from dist_train.parallel.replica import LayoutConfig, build_engine, build_replica
 from dist_train.precision import MixedPrecision
-from dist_train.trainers.loop import TrainConfig, Trainer, replica_reader
+from dist_train.profiling import ProfileConfig
+from dist_train.trainers.loop import Trainer, replica_reader
 from dist_train.trainers.meters import agree, mean_over_replicas
 from dist_train.trainers.s2s.batch import model_inputs
 from dist_train.trainers.s2s.dev_eval import DevEvaluator, EvalConfig
+from dist_train.trainers.train_config import TrainConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +63,7 @@ class S2SConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     parallel: LayoutConfig = field(default_factory=LayoutConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
 
 
 def vocab_sizes(cfg: VocabConfig, manifest: dict) -> tuple[int, int]:
@@ -101,11 +104,10 @@ class StepResult:
 def saved_vocab(shards: ShardSet, sizes: tuple[int, int]) -> SavedVocab:
     """What decoding needs, stored in every checkpoint so that one file is enough to translate."""
     tokens = {side: shards.vocab(side, size).tokens for side, size in zip(("src", "tgt"), sizes)}
-    manifest, data = shards.manifest, shards.folder
-    spm = {}
-    for side, name in manifest["tokenizer"].get("models", {}).items():
-        spm[side] = torch.frombuffer(bytearray((data / name).read_bytes()), dtype=torch.uint8)
-    return SavedVocab(tokens=tokens, tokenizer=manifest["tokenizer"], spm_models=spm)
+    tokenizer = shards.manifest["tokenizer"]
+    spm = {side: torch.frombuffer(bytearray(shards.read(name)), dtype=torch.uint8)
+           for side, name in tokenizer.get("models", {}).items()}  # fmt: skip
+    return SavedVocab(tokens=tokens, tokenizer=tokenizer, spm_models=spm)
 
 
 class S2STrainer(Trainer):
@@ -229,7 +231,7 @@ class S2STrainer(Trainer):
     def inference_state(self) -> dict:
         return {
             "config": plain_config(self.cfg),
-            "data": str(self.reader.shards.folder),
+            "data": str(self.reader.shards.location),
             "vocab": vocab_state(self.vocab),
         }
 

@@ -201,6 +201,9 @@ def reader_table(d: dict) -> list[str]:
                      f"{d['read_logical_streams_tokens_per_s']:,}", ""])  # fmt: skip
         rows.append(["read by offset, samples anywhere, in the training process",
                      f"{d['read_by_offset_tokens_per_s']:,}", ""])  # fmt: skip
+    if "read_over_http_tokens_per_s" in d:
+        rows.append(["read over HTTP from a local server (`--data http://...`), 2 workers",
+                     f"{d['read_over_http_tokens_per_s']:,}", ""])  # fmt: skip
     rows.append([f"shard (tokenize + write), {d['shard_workers']} workers", "", f"{d['shard_pairs_per_s']:,.0f}"])
     return [
         "## Data",

@@ -82,8 +82,8 @@ def command_of(url: str, cfg: FetchConfig) -> str:
 
 def read_once(url: str, cfg: FetchConfig) -> bytes:
     """One attempt: the command's whole output, or an OSError (a non-zero exit, the deadline)."""
-    command = f"timeout -s KILL {cfg.read_timeout_s:g} sh -c {shlex.quote(command_of(url, cfg))}"
-    stream = gopen(f"pipe:{command}", "rb")
+    inner = command_of(url, cfg)
+    stream = gopen(f"pipe:timeout -s KILL {cfg.read_timeout_s:g} sh -c {shlex.quote(inner)}", "rb")
     try:
         data = stream.read()
     finally:
@@ -93,7 +93,7 @@ def read_once(url: str, cfg: FetchConfig) -> bytes:
             status = stream.status
             if status in (124, 137, -9):
                 raise OSError(f"no answer within data.read_timeout_s={cfg.read_timeout_s:g} s") from err
-            if status in CURL_SAYS and command_of(url, cfg).startswith("curl "):
+            if status in CURL_SAYS and inner.startswith("curl "):
                 raise OSError(f"{CURL_SAYS[status]} (curl {status})") from err
             raise OSError(f"the read exited with status {status}") from err
     return data

@@ -31,8 +31,8 @@ def test_the_study_runs_every_depth_reversed_and_two_layers_plain_for_every_seed
     runs = study(tmp_path).s2s_runs()
     configs = ("reversed-1l", "reversed-2l", "reversed-4l", "plain-2l")
     assert sorted(runs) == sorted(f"{config}-seed{seed}" for seed in (1, 2) for config in configs)
-    assert runs["plain-2l-seed2"] == ("model.num_layers=2", "model.reverse_source=false", "train.seed=2")
-    assert runs["reversed-4l-seed1"] == ("model.num_layers=4", "model.reverse_source=true", "train.seed=1")
+    assert runs["plain-2l-seed2"].overrides == ("model.num_layers=2", "model.reverse_source=false", "train.seed=2")
+    assert runs["reversed-4l-seed1"].overrides == ("model.num_layers=4", "model.reverse_source=true", "train.seed=1")
 
 
 def test_the_cpu_study_reads_dev_and_test_in_domain_and_the_paper_study_the_news_sets(tmp_path):

@@ -23,9 +23,8 @@ def budget_minutes(study: Study, lanes: int = 1) -> float:
     epochs (a cluster's study)."""
     if not (study.steps and study.gan_epochs):
         return 0.0
-    depths = [int(overrides[0].rsplit("=", 1)[1]) for overrides in study.s2s_runs().values()]
     base, per_layer = SECONDS_PER_STEP[study.architecture]
-    s2s = sum(study.steps * (base + per_layer * d) for d in depths)
+    s2s = sum(study.steps * (base + per_layer * run.layers) for run in study.s2s_runs().values())
     gan = study.gan_epochs * GAN_EPOCH_SECONDS + len(study.gan_curve()) * GAN_EVAL_SECONDS
     tests = (len(evaluations(study)) + 2) * study.test_sentences * TEST_SECONDS_PER_SENTENCE  # + the figures'
     classifier = study.classifier_epochs * CLASSIFIER_EPOCH_SECONDS

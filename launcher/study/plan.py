@@ -26,6 +26,22 @@ from pathlib import Path
 from data_shards.wmt14 import held_out_split, wmt14_root
 from launcher.paths import shared_data
 
+
+@dataclass(frozen=True)
+class S2SRun:
+    """One s2s training run of the study: its depth, source order and seed."""
+
+    layers: int
+    reverse: bool
+    seed: int
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The s2s job's ``key=value`` arguments for it."""
+        reverse = str(self.reverse).lower()
+        return f"model.num_layers={self.layers}", f"model.reverse_source={reverse}", f"train.seed={self.seed}"
+
+
 ARCHITECTURES = {  # --architecture → the s2s job's arguments, at the small and quick scales
     "paper": ("--preset", "small", "model.attention=false", "model.copy=false"),  # the paper's, at small's size
     "small": ("--preset", "small"),  # with attention and copying
@@ -125,20 +141,17 @@ class Study:
             return "--src", str(src), "--ref", str(ref)
         return ("--data-root", str(self.raw_data)) if self.raw_data is not None else ()
 
-    def s2s_runs(self) -> dict[str, tuple[str, ...]]:
-        """Run name → its overrides: every seed of the main depth reversed, the other depths and the plain
+    def s2s_runs(self) -> dict[str, S2SRun]:
+        """Run name → what it trains: every seed of the main depth reversed, the other depths and the plain
         order on their first seeds."""
         scale, runs = self.plan, {}
         for k, seed in enumerate(self.seeds):
             for layers in scale.depths:
                 if layers == scale.main_depth or k < scale.depth_seeds:
-                    runs[f"reversed-{layers}l-seed{seed}"] = (f"model.num_layers={layers}", "model.reverse_source=true")
+                    runs[f"reversed-{layers}l-seed{seed}"] = S2SRun(layers, reverse=True, seed=seed)
             if k < scale.plain_seeds:
-                runs[f"plain-{scale.main_depth}l-seed{seed}"] = (
-                    f"model.num_layers={scale.main_depth}",
-                    "model.reverse_source=false",
-                )
-        return {name: (*overrides, f"train.seed={name.rsplit('seed', 1)[1]}") for name, overrides in runs.items()}
+                runs[f"plain-{scale.main_depth}l-seed{seed}"] = S2SRun(scale.main_depth, reverse=False, seed=seed)
+        return runs
 
     def main_run(self, seed: int) -> str:
         return f"reversed-{self.plan.main_depth}l-seed{seed}"
@@ -206,9 +219,10 @@ def steps(study: Study) -> list[Step]:
     gan = gan_steps(study)
     graph += gan[:2]  # its training and the classifier
     dev = ("--dev", str(study.dev_shards)) if study.dev_shards is not None else ()
-    for name, overrides in study.s2s_runs().items():
+    for name, run in study.s2s_runs().items():
         run_dir = work / "s2s" / name
-        args = ("s2s", *s2s, *dev, "--run-dir", str(run_dir), *limit, "metrics.port=0", *scale.s2s_extra, *overrides)
+        args = ("s2s", *s2s, *dev, "--run-dir", str(run_dir), *limit, "metrics.port=0", *scale.s2s_extra)
+        args += run.overrides
         graph.append(Step(f"train/{name}", args, run_dir / "summary.json", ("data",), "s2s", run_dir))
     graph += gan[2:]  # its evaluations
     graph += evaluations(study)

@@ -11,6 +11,7 @@ import torch
 from conftest import ONE_NODE, finished, run_cli, torchrun, train_log
 
 from data_shards import ShardSet
+from data_shards.errors import UserError
 from dist_train.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.slow  # several processes each
@@ -117,3 +118,24 @@ def seen_per_step(run_dir: Path) -> dict[int, list[int]]:
             _, step, *ids = map(int, line.split())
             steps.setdefault(step, []).extend(ids)
     return {step: sorted(ids) for step, ids in steps.items()}
+
+
+def test_micro_batches_changed_on_resume_keep_the_samples_per_update_or_are_refused(tmp_path):
+    """Saved with 4 micro-batches of 32 on 2 replicas (128 an update), resumed on 1: the same micro-batches
+    go on; none keep 128 by train.grad_accum_steps; another count is refused, naming the one that keeps 128."""
+    from dist_train.checkpoint.elastic import SavedLayout, keep_samples_per_update
+    from dist_train.trainers.s2s.trainer import S2SConfig
+    from launcher.config import load_config, preset_file
+
+    def cfg(*overrides):
+        return load_config(S2SConfig, files=[preset_file("s2s", "tiny")], overrides=["data.batch_size=32", *overrides])
+
+    saved = SavedLayout(num_replicas=2, batch_size=32, max_tokens=0, grad_accum_steps=1, step=7, micro_batches=4)
+    same = cfg("data.micro_batches=4")
+    assert keep_samples_per_update(same, "s2s", saved, 1, tmp_path) is same
+    assert keep_samples_per_update(cfg(), "s2s", saved, 1, tmp_path).train.grad_accum_steps == 4  # 1 × 4 × 32
+    with pytest.raises(UserError, match="taking 128 samples an update; data.micro_batches=8 of 32 take 256: set "
+                       "data.micro_batches=4, or accept the change with train.keep_global_batch=false"):  # fmt: skip
+        keep_samples_per_update(cfg("data.micro_batches=8"), "s2s", saved, 1, tmp_path)
+    accepted = cfg("data.micro_batches=8", "train.keep_global_batch=false")
+    assert keep_samples_per_update(accepted, "s2s", saved, 1, tmp_path) is accepted

@@ -62,11 +62,13 @@ def saved_layout(path: Path, job: str) -> SavedLayout:
 def keep_samples_per_update(cfg, job: str, saved: SavedLayout, num_replicas: int, path: Path):
     """``cfg`` changed so that ``num_replicas`` replicas take as many samples an update as ``saved``; the
     same ``cfg`` when the replica count did not change."""
-    if saved.num_replicas == num_replicas or cfg.data.micro_batches:
+    if saved.num_replicas == num_replicas or cfg.data.micro_batches == saved.micro_batches != 0:
         return cfg  # with micro-batches, the update is the same for any count that divides them (the reader checks)
     per_batch = cfg.data.batch_size or cfg.data.max_tokens
-    if num_replicas * per_batch * cfg.train.grad_accum_steps == saved.per_update:
+    if (cfg.data.micro_batches or num_replicas * cfg.train.grad_accum_steps) * per_batch == saved.per_update:
         return cfg  # kept by the settings given (a larger data.batch_size, say)
+    if cfg.data.micro_batches:  # a count the user chose: theirs to change, not ours
+        return cfg if not cfg.train.keep_global_batch else refuse_micro_batches(cfg, saved, per_batch, path)
     if job == "s2s":  # the same batches, more or fewer of them to an update
         accum, left = divmod(saved.per_update, num_replicas * per_batch)
         if accum and not left:
@@ -87,4 +89,17 @@ def keep_samples_per_update(cfg, job: str, saved: SavedLayout, num_replicas: int
         f"was written by {saved.num_replicas} replicas taking {saved.per_update} samples an update, which "
         f"{num_replicas} replicas cannot keep with whole batches; resume on {', '.join(map(str, sorted(nearest)))} "
         f"replicas{batch}, or accept another number with train.keep_global_batch=false",
+    )
+
+
+def refuse_micro_batches(cfg, saved: SavedLayout, per_batch: int, path: Path):
+    """The error for ``data.micro_batches`` given that take another number of samples an update than
+    ``saved`` did, naming the count that keeps them when there is one."""
+    batches, left = divmod(saved.per_update, per_batch)
+    keep = f"set data.micro_batches={batches}, " if not left else ""
+    raise UserError(
+        path,
+        f"was written taking {saved.per_update} samples an update; data.micro_batches={cfg.data.micro_batches} "
+        f"of {per_batch} take {cfg.data.micro_batches * per_batch}: {keep}or accept the change with "
+        "train.keep_global_batch=false",
     )

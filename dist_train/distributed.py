@@ -94,6 +94,25 @@ def _env_int(names: tuple[str, ...], default: int) -> int:
     return default
 
 
+def local_cores() -> int:
+    """The CPU cores this process may use on its node: its CPU affinity (cgroup cpusets, ``taskset``,
+    Slurm's binding), and at most what Slurm allocated to the job here (``SLURM_CPUS_ON_NODE``), since a
+    job that is not bound sees every core of a node it shares with others."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this OS
+        cores = os.cpu_count() or 1
+    allocated = os.environ.get("SLURM_CPUS_ON_NODE", "")
+    return min(cores, int(allocated)) if allocated.isdigit() and int(allocated) > 0 else cores
+
+
+def fit_threads_to_cores() -> None:
+    """torch's default intra-op threads, no more than ``local_cores()`` (commands whose ``--threads 0``
+    means all the cores they may use)."""
+    if torch.get_num_threads() > local_cores():
+        torch.set_num_threads(local_cores())
+
+
 DEVICE_KINDS = ("auto", "cpu", "cuda")
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from data_shards.errors import UserError
-from dist_train.distributed import take_local_rank_flag
+from dist_train.distributed import fit_threads_to_cores, take_local_rank_flag
 from dist_train.peers import PeerError
 from launcher.commands import (
     bench,
@@ -94,6 +94,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     take_local_rank_flag(args.local_rank)
+    fit_threads_to_cores()  # a job given 1 CPU of a shared node runs 1 thread, not one per core there
     try:
         return args.run(args)
     except (UserError, PeerError) as err:

@@ -263,3 +263,27 @@ def test_gpu_check_commands_are_ones_the_command_line_takes(tmp_path):
             parse_args(parser, check.command[check.command.index("launcher.main") + 1 :])
         else:  # pytest: the selected tests exist
             assert (PROJECT_ROOT / check.command[check.command.index("-x") + 1]).is_file(), check.name
+
+
+def test_threads_fit_the_cores_slurm_allocated_on_a_shared_node(monkeypatch):
+    """A job given 4 CPUs of a 64-core node it shares, and not bound to them, sees all 64: its threads are
+    sized by the 4 (2 each for 2 local processes); an affinity mask narrower than the allocation wins."""
+    from launcher.commands.training import set_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.delenv("SLURM_CPUS_ON_NODE", raising=False)
+    assert distributed.local_cores() == 64
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "4")
+    assert distributed.local_cores() == 4
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(0, Topology(world_size=2, local_world_size=2)) == 2 and torch.get_num_threads() == 2
+        assert set_threads(3, Topology()) == 3, "train.threads given: as given"
+        monkeypatch.setenv("SLURM_CPUS_ON_NODE", "1")
+        distributed.fit_threads_to_cores()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "8")
+    assert distributed.local_cores() == 2

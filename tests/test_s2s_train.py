@@ -310,16 +310,24 @@ def test_accumulated_batches_make_the_update_one_batch_of_all_their_sentences_wo
 
 
 def test_dev_given_without_data_takes_the_place_of_the_default_dev_set(tmp_path):
-    """`s2s --dev D` with --data unset: the default training shards, D as the dev set (not newstest2013)."""
+    """`s2s --dev D` with --data unset: the default training shards, D as the dev set (newstest2013 is not
+    even sharded)."""
     import argparse
     from dataclasses import replace
 
     from launcher.commands import s2s
     from launcher.commands.training import JobData, job_data
 
-    job = replace(s2s.JOB, default_data=lambda root: JobData(tmp_path / "wmt14-train", tmp_path / "wmt14-dev"))
+    asked = []
+
+    def default(root, with_dev):
+        asked.append(with_dev)
+        return JobData(tmp_path / "wmt14-train", tmp_path / "wmt14-dev" if with_dev else None)
+
+    job = replace(s2s.JOB, default_data=default)
     args = argparse.Namespace(data=None, dev=tmp_path / "giga-fren-val", data_root=None)
     assert job_data(args, job, Topology()) == JobData(tmp_path / "wmt14-train", tmp_path / "giga-fren-val")
+    assert asked == [False], "the default dev set is not made when --dev is given"
     args.dev = None
     assert job_data(args, job, Topology()) == JobData(tmp_path / "wmt14-train", tmp_path / "wmt14-dev")
     args.data = tmp_path / "mine"

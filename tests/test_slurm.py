@@ -207,6 +207,9 @@ def test_the_tiny_study_runs_as_a_slurm_graph_to_its_document_and_a_second_submi
             and (out.parent / "reproduction" / f"{figure}.png").is_file()
         )
     assert all(state == "done" for state in status(command, slurm).values())
+    assert not (work / "shards" / "wmt14-dev").exists(), "with --dev given, newstest2013 is not sharded"
+    trained = (work / "slurm").glob("study-train-*.out")
+    assert all("1 thread(s) each" in f.read_text() for f in trained), "each job as many threads as its CPUs"
     again = subprocess.run([*command, "--submit"], cwd=PROJECT_ROOT, env=slurm, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert set(json.loads(again.stdout.strip().splitlines()[-1])["steps"].values()) == {"done"}

@@ -12,8 +12,8 @@ from launcher.default_data import mnist_shards
 NAME = "gan"
 
 
-def default_data(data_root: Path | None) -> JobData:
-    """MNIST's first 50,000 training images."""
+def default_data(data_root: Path | None, with_dev: bool) -> JobData:
+    """MNIST's first 50,000 training images (the gan job has no dev set)."""
     return JobData(mnist_shards("train", data_root, NAME))
 
 

@@ -26,10 +26,10 @@ settings: other settings need another ``--work-dir``. ``--submit`` runs the same
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
+from dist_train.distributed import local_cores
 from launcher.commands.common import print_summary, say
 from launcher.commands.submit import add_allocation_flags
 from launcher.paths import PROJECT_ROOT
@@ -88,7 +88,7 @@ def add_parser(jobs) -> None:
     p.add_argument(
         "--parallel",
         type=int,
-        default=min(2, os.cpu_count() or 1),
+        default=min(2, local_cores()),
         help="steps run at once here, each on its share of the cores (two 1-thread runs on 2 cores take "
         "~12%% less time than one after the other on 2 threads)",
     )

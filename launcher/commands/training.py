@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -92,7 +91,7 @@ def resolve_config(args: argparse.Namespace, config_type, job: str):
 
 
 def set_threads(requested: int, topology: distributed.Topology) -> int:
-    threads = requested or max(1, (os.cpu_count() or 1) // topology.local_world_size)
+    threads = requested or max(1, distributed.local_cores() // topology.local_world_size)
     torch.set_num_threads(threads)
     return threads
 
@@ -115,7 +114,7 @@ class Job:
     name: str
     config_type: type
     build_trainer: Callable  # (cfg, topology, run_dir, data, dev) -> Trainer
-    default_data: Callable[[Path | None], JobData]  # (--data-root) -> the shards, made once
+    default_data: Callable[[Path | None, bool], JobData]  # (--data-root, with a dev set) -> the shards, made once
 
 
 def run_job(args: argparse.Namespace, job: Job) -> int:
@@ -153,7 +152,7 @@ def job_data(args: argparse.Namespace, job: Job, topology: distributed.Topology)
     dev = getattr(args, "dev", None)
     if args.data is not None:
         return JobData(args.data, dev)
-    made = job.default_data(args.data_root) if topology.is_main else None
+    made = job.default_data(args.data_root, dev is None) if topology.is_main else None
     default = distributed.all_gather_objects(made, topology)[0]
     return default if dev is None else replace(default, dev=dev)
 

@@ -12,6 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from dist_train.atomic_files import atomic_write
+from dist_train.distributed import local_cores
 from launcher.commands.common import say
 from launcher.paths import PROJECT_ROOT
 from launcher.study.plan import Step, Study, steps
@@ -69,7 +70,7 @@ def run_here(study: Study, lanes: int = 1) -> None:
     """Every step, ``lanes`` at a time (each on its share of the cores), a step as soon as the steps it
     needs are done; the longest first (the graph lists the GAN's training before the s2s runs)."""
     todo, done = {s.name: s for s in steps(study)}, set()
-    threads = max(1, (os.cpu_count() or 1) // lanes) if lanes > 1 else 0
+    threads = max(1, local_cores() // lanes) if lanes > 1 else 0
     with ThreadPoolExecutor(max_workers=lanes) as pool:
         running = {}
         while todo or running:

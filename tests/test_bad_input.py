@@ -258,3 +258,14 @@ def test_src_and_tgt_naming_the_same_file_is_warned(world, tmp_path, capsys):
     text = str(world["text_file"])
     assert main(["shard-text", "--src", text, "--tgt", text, "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     assert "warning: --src and --tgt name the same file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "evaluate-gan", "figures", "train-classifier"])
+def test_negative_threads_are_one_line_before_any_work(world, capsys, command):
+    checkpoint = {"evaluate": "s2s_checkpoint", "figures": "s2s_checkpoint", "evaluate-gan": "gan_checkpoint"}
+    given = ["--checkpoint", str(world[checkpoint[command]])] if command in checkpoint else []
+    argv = [command, "--threads", "-2", *given]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert "--threads -2: give 0 (the cores this process may use) or more" in capsys.readouterr().err

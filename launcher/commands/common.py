@@ -44,6 +44,23 @@ def record_evaluation(checkpoint: Path, summary: dict) -> None:
         tensorboard.record_evaluation(run_dir, step, summary)
 
 
+def add_threads_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="intra-op threads (0: the cores this process may use: its CPU affinity, at most SLURM_CPUS_ON_NODE)",
+    )
+
+
+def use_threads(args: argparse.Namespace) -> None:
+    """``--threads`` when given; else the default that ``launcher.main`` fitted to the cores."""
+    if args.threads < 0:
+        args.parser.error(f"--threads {args.threads}: give 0 (the cores this process may use) or more")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
 def say(message: str) -> None:
     print(message, file=sys.stderr)
 

@@ -15,7 +15,7 @@ from dist_train.inference import load_model
 from dist_train.models.gan import GanModelConfig, sample_noise
 from dist_train.trainers.classifier import ClassifierConfig, images_of, load_classifier, pixels
 from dist_train.trainers.gan.samples import image_grid, save_png, to_uint8
-from launcher.commands.common import print_summary, record_evaluation, say
+from launcher.commands.common import add_threads_flag, print_summary, record_evaluation, say, use_threads
 from launcher.commands.train_classifier import DEFAULT_PATH, ensure_classifier
 from launcher.commands.translate import add_device_flag, inference_device
 from launcher.default_data import mnist_shards
@@ -56,7 +56,7 @@ def add_parser(jobs) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     add_device_flag(p)
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+    add_threads_flag(p)
     p.set_defaults(run=run, parser=p)
 
 
@@ -120,8 +120,7 @@ def nearest_path(grid: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.num_samples < 2:
         args.parser.error("--num-samples must be at least 2")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args)
     started = time.monotonic()
     device = inference_device(args.device)
     checkpoint = newest_in(args.checkpoint)

@@ -18,7 +18,7 @@ from dist_train.figures.s2s_states import plot_state_projections, state_projecti
 from dist_train.inference import load_model
 from dist_train.models.gan import GanModelConfig
 from dist_train.translation import Translator
-from launcher.commands.common import make_config, print_summary, say
+from launcher.commands.common import add_threads_flag, make_config, print_summary, say, use_threads
 from launcher.commands.translate import add_device_flag, add_test_set_flags, inference_device, read_test_set
 
 NAME = "figures"
@@ -55,7 +55,7 @@ def add_parser(jobs) -> None:
     gan.add_argument("--steps", type=int, default=NUM_STEPS, help="images per line, both ends included")
     gan.add_argument("--seed", type=int, default=0, help="of the lines' random end points")
     add_device_flag(p)
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+    add_threads_flag(p)
     p.set_defaults(run=run, parser=p)
 
 
@@ -117,8 +117,7 @@ def gan_figures(args: argparse.Namespace, checkpoint: Path, out: Path, device: t
 
 def run(args: argparse.Namespace) -> int:
     check_counts(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args)
     checkpoint = newest_in(args.checkpoint)
     job = checkpoint_job(checkpoint)
     out = args.out or run_directory(checkpoint) / "report" / "figures"

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from dist_train.checkpoint import read_checkpoint
 from dist_train.trainers.classifier import ClassifierConfig, save_classifier, train_classifier
-from launcher.commands.common import make_config, print_summary, say
+from launcher.commands.common import add_threads_flag, make_config, print_summary, say, use_threads
 from launcher.default_data import mnist_shards
 from launcher.paths import PROJECT_ROOT
 
@@ -48,7 +46,7 @@ def add_parser(jobs) -> None:
     p.add_argument("--lr-decay", type=float, default=defaults.lr_decay, help="Adam's rate (1e-3) × this each epoch")
     p.add_argument("--max-shift", type=int, default=defaults.max_shift, help="augmentation: random shifts of N pixels")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+    add_threads_flag(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=run, parser=p)
 
@@ -62,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         lr_decay=args.lr_decay,
         max_shift=args.max_shift,
     )
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args)
     path, accuracy = ensure_classifier(
         args.out, cfg, args.train, args.test, args.data_root, not args.no_progress, retrain=True
     )

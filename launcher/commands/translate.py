@@ -18,7 +18,7 @@ from dist_train.decoding import BeamConfig
 from dist_train.distributed import DEVICE_KINDS, device_kind
 from dist_train.evaluation import bleu, copy_baseline_bleu
 from dist_train.translation import Translator
-from launcher.commands.common import make_config, print_summary, record_evaluation, say
+from launcher.commands.common import add_threads_flag, make_config, print_summary, record_evaluation, say, use_threads
 from launcher.paths import shared_data
 
 # Source lengths (words) that --examples prefers: long enough to show word order and vocabulary,
@@ -58,7 +58,7 @@ def add_decoding_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=int, default=32, help="sentences decoded together")
     add_device_flag(p)
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+    add_threads_flag(p)
 
 
 def add_device_flag(p: argparse.ArgumentParser) -> None:
@@ -166,8 +166,7 @@ def read_sentences(path: Path) -> list[str]:
 
 
 def translator(args) -> tuple[Translator, BeamConfig]:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_threads(args)
     device = inference_device(args.device)
     checkpoints = [newest_in(path) for path in args.checkpoint]
     beam = make_config(

@@ -47,14 +47,14 @@ def launcher_json(args: tuple[str, ...], record: Path, env: dict[str, str]) -> d
 
 
 def with_threads(step: Step, threads: int) -> tuple[str, ...]:
-    """``step``'s arguments with its intra-op threads set (0: the command's default, all cores)."""
+    """``step``'s arguments with its intra-op threads set (0: the command's default, the cores it may use)."""
     if not threads or not step.args:
         return step.args
     return (*step.args, f"train.threads={threads}" if step.job in ("s2s", "gan") else f"--threads={threads}")
 
 
 def run_step(study: Study, step: Step, threads: int = 0) -> dict:
-    """One step, here, on ``threads`` threads (0: all cores); its record (the step is skipped when that
+    """One step, here, on ``threads`` threads (0: the cores it may use); its record (the step is skipped when that
     exists already)."""
     if step.args:
         return launcher_json(with_threads(step, threads), step.record, study.environment())

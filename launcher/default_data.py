@@ -28,9 +28,9 @@ def shard_once(name: str, job: str, what: str, make: Callable[[Path], object]) -
 
 
 def wmt14_shards(
-    data_root: Path | None, job: str, in_domain_dev: bool = False, dev: bool = True
+    data_root: Path | None, job: str, in_domain_dev: bool = False, with_dev: bool = True
 ) -> tuple[Path, Path | None]:
-    """The discovered raw WMT'14 training corpora, and (unless not ``dev``) a dev set encoded with their
+    """The discovered raw WMT'14 training corpora, and (``with_dev``) a dev set encoded with their
     vocabulary: newstest2013 (the paper's) when the raw data has it, or with ``in_domain_dev`` giga-fren's
     own val split (held out of training; the domain of most of the training sample's pairs)."""
     root = wmt14_root(data_root, dict(os.environ), shared_data())
@@ -40,7 +40,7 @@ def wmt14_shards(
         shard_text(ShardTextConfig(src=src, tgt=tgt, out=out, overwrite=True))
 
     train_dir = shard_once("wmt14-train", job, f"the WMT'14 training corpora in {root}", train)
-    if not dev:
+    if not with_dev:
         return train_dir, None
     if in_domain_dev:
         return train_dir, dev_shards("giga-fren-val", held_out_split(root, "val"), train_dir, job)

@@ -15,7 +15,7 @@ NAME = "s2s"
 
 def default_data(data_root: Path | None, with_dev: bool) -> JobData:
     """The WMT'14 training corpora found in the raw data, and newstest2013 as the dev set (``with_dev``)."""
-    return JobData(*wmt14_shards(data_root, NAME, dev=with_dev))
+    return JobData(*wmt14_shards(data_root, NAME, with_dev=with_dev))
 
 
 JOB = Job(name=NAME, config_type=S2SConfig, build_trainer=build_trainer, default_data=default_data)
